@@ -46,6 +46,11 @@ int_id!(
     ShardId(u64)
 );
 int_id!(
+    /// A Raft group hosted by a node: the meta group is [`GroupId::META`]; every other
+    /// group is a shard's and carries the shard's id (shard ids start at 1).
+    GroupId(u64)
+);
+int_id!(
     /// Position of an entry in a shard's replicated log. Raft indices start at 1.
     LogIndex(u64)
 );
@@ -61,6 +66,21 @@ impl LogIndex {
     /// The previous index, or `None` at 0.
     pub fn prev(self) -> Option<LogIndex> {
         self.0.checked_sub(1).map(LogIndex)
+    }
+}
+
+impl GroupId {
+    /// The placement service's own Raft group.
+    pub const META: GroupId = GroupId(0);
+
+    pub fn is_meta(self) -> bool {
+        self == Self::META
+    }
+}
+
+impl From<ShardId> for GroupId {
+    fn from(s: ShardId) -> GroupId {
+        GroupId(s.0)
     }
 }
 

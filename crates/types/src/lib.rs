@@ -17,5 +17,5 @@ pub mod record;
 
 pub use error::TypesError;
 pub use hash::{HashKey, HashRange};
-pub use ids::{LogIndex, NodeId, SeqNo, ShardId, StreamName, Term};
+pub use ids::{GroupId, LogIndex, NodeId, SeqNo, ShardId, StreamName, Term};
 pub use record::Record;
