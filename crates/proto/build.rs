@@ -1,0 +1,38 @@
+//! Generates the gRPC code from every `.proto` file under `../../proto`, with a vendored
+//! `protoc` so that a build needs nothing but a Rust toolchain.
+
+// `set_var` is `unsafe` in edition 2024; the generators read `PROTOC` from the
+// environment, and a build script has a single thread, so this is the one exception.
+#![allow(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: a build script is single-threaded; nothing else reads the environment now.
+    unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let mut files = Vec::new();
+    collect_protos(&root, &mut files)?;
+    files.sort();
+    println!("cargo:rerun-if-changed={}", root.display());
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    tonic_build::configure()
+        // Entry payloads are record batches: share memory rather than copy.
+        .bytes(["."])
+        .compile_protos(&files, &[root])?;
+    Ok(())
+}
+
+fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_protos(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "proto") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

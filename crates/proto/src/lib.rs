@@ -1,0 +1,16 @@
+//! Runnel's gRPC messages and services, generated from the `.proto` files under
+//! `proto/` at the repository root.
+//!
+//! - [`internal::v1`]: the node-to-node Raft transport (`runnel.internal.v1`), used by
+//!   `runnel-raft`. Every message names its Raft group.
+//!
+//! *API boundary*: this crate holds generated code and plain conversions only. The
+//! mapping between these messages and openraft's types lives in `runnel-raft`
+//! (`network/wire.rs`), next to the code that depends on openraft.
+
+pub mod internal {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("runnel.internal.v1");
+    }
+}
