@@ -29,6 +29,7 @@ pub trait Disk: Send + Sync + Debug + 'static {
 }
 
 /// An open file. Positional I/O only, so that one handle serves concurrent readers.
+#[allow(clippy::len_without_is_empty)] // a length that can fail; emptiness is not asked
 pub trait DiskFile: Send + Sync + Debug {
     fn len(&self) -> io::Result<u64>;
     /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
@@ -64,7 +65,8 @@ pub trait DiskFile: Send + Sync + Debug {
 pub struct RealDisk;
 
 impl RealDisk {
-    pub fn new() -> Arc<dyn Disk> {
+    /// The real disk as the `Arc<dyn Disk>` that `SegmentLog::open` takes.
+    pub fn shared() -> Arc<dyn Disk> {
         Arc::new(RealDisk)
     }
 }
@@ -145,7 +147,7 @@ mod tests {
     #[test]
     fn real_disk_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let disk = RealDisk::new();
+        let disk = RealDisk::shared();
         let sub = dir.path().join("a/b");
         disk.create_dir_all(&sub).expect("mkdir");
         let path = sub.join("f");

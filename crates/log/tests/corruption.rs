@@ -19,7 +19,7 @@ const HEADER: u64 = 32;
 fn make_log() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("log");
-    let log = open_at(RealDisk::new(), &dir, small_config());
+    let log = open_at(RealDisk::shared(), &dir, small_config());
     log.append(&entries(1, 30, 1, 30)).expect("append");
     log.sync().expect("sync");
     (tmp, dir)
@@ -53,7 +53,7 @@ fn edit(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 fn open(dir: &Path) -> Result<SegmentLog, LogError> {
-    SegmentLog::open(RealDisk::new(), dir, small_config())
+    SegmentLog::open(RealDisk::shared(), dir, small_config())
 }
 
 /// Opening fails with corruption naming `file`, and changes nothing.
@@ -170,7 +170,7 @@ fn torn_header_of_the_last_segment_is_removed() {
     let next = log.last_entry().expect("entries").index.next();
     drop(log);
     let torn = dir.join(format!("{:020}.seg", next.0));
-    fs::write(&torn, &[b'R', b'N', b'N']).expect("write");
+    fs::write(&torn, b"RNN").expect("write");
     let log = open(&dir).expect("open");
     assert!(!torn.exists());
     log.append(&entries(31, 31, 1, 30)).expect("append");

@@ -296,7 +296,7 @@ proptest! {
     #[test]
     fn real_disk_with_reopens(ops in prop::collection::vec(op(false), 1..50)) {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let h = Harness { disk: RealDisk::new(), sim: None, dir: tmp.path().join("log") };
+        let h = Harness { disk: RealDisk::shared(), sim: None, dir: tmp.path().join("log") };
         run(&h, &ops);
     }
 }
