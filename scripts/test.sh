@@ -16,4 +16,7 @@ echo "==> cargo test (madsim: RUSTFLAGS=\"--cfg madsim\", CARGO_TARGET_DIR=targe
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="${MADSIM_TARGET_DIR:-target/madsim}" \
     cargo test --workspace --locked
 
+echo "==> deploy checks (Helm chart, dashboards, alert rules)"
+./scripts/check-deploy.sh
+
 echo "==> all tests passed in $(( $(date +%s) - start ))s"
