@@ -1,6 +1,8 @@
 //! Runnel's gRPC messages and services, generated from the `.proto` files under
 //! `proto/` at the repository root.
 //!
+//! - [`v1`]: the public API (`runnel.v1`): streams, records, consumer groups, cluster.
+//!   Error codes and what a client does about each: `docs/errors.md`.
 //! - [`internal::v1`]: the node-to-node Raft transport (`runnel.internal.v1`), used by
 //!   `runnel-raft`. Every message names its Raft group.
 //!
@@ -13,4 +15,9 @@ pub mod internal {
         #![allow(clippy::all, missing_docs)]
         tonic::include_proto!("runnel.internal.v1");
     }
+}
+
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("runnel.v1");
 }
