@@ -34,6 +34,14 @@ pub enum Error {
     #[error("invalid write to group {group}: {reason}")]
     InvalidWrite { group: GroupId, reason: String },
 
+    /// A read below the group's trim point (retention removed those entries).
+    #[error("group {group}: entry {requested} was trimmed; the log starts at {first}")]
+    Trimmed {
+        group: GroupId,
+        requested: runnel_types::LogIndex,
+        first: runnel_types::LogIndex,
+    },
+
     /// Bytes from the disk or a peer that do not decode.
     #[error("corrupt {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },

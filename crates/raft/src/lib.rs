@@ -30,12 +30,20 @@
 pub mod codec;
 pub mod detwatch;
 pub mod error;
+pub mod group;
 pub mod io;
 pub mod log_store;
+pub mod network;
+pub mod pipeline;
+pub mod registry;
 pub mod runtime;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
 pub use error::Error;
+pub use group::{CommitWatch, CommittedBatch, Group, ReadBatches};
+pub use network::TransportConfig;
+pub use pipeline::{PipelineConfig, WriteAck};
+pub use registry::{RaftTimings, Registry, RegistryConfig};
 pub use types::{Command, PeerNode, Reply, TypeConfig};

@@ -163,3 +163,8 @@ impl<T: Future> Future for Timeout<T> {
         }
     }
 }
+
+/// `future` raced against `duration`: a `Send` timeout in both modes.
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    Timeout::new(future, tokio::time::sleep(duration))
+}

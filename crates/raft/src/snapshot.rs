@@ -51,59 +51,86 @@ impl ShardSnapshot {
         }
     }
 
-    /// Reads the snapshot: the trim point, then `visit` for each chunk of entries in
-    /// index order. Synchronous (disk reads); a gap means the source log was trimmed
-    /// meanwhile, and the snapshot is refused.
-    pub fn read_chunks(
-        &self,
-        group: GroupId,
-        mut visit: impl FnMut(Option<EntryId>, Vec<Entry>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        match &self.source {
-            Source::Received { trimmed, entries } => {
-                for chunk in entries.chunks(chunk_len(entries)) {
-                    visit(*trimmed, chunk.to_vec())?;
-                }
-                if entries.is_empty() {
-                    visit(*trimmed, Vec::new())?;
-                }
-                Ok(())
-            }
+    /// A reader of the snapshot's entries, chunk by chunk.
+    pub fn reader(&self, group: GroupId) -> SnapshotReader {
+        let (trimmed, next, end) = match &self.source {
+            Source::Received { trimmed, .. } => (*trimmed, LogIndex(0), LogIndex(0)),
             Source::Log { log, last } => {
-                let log_err = |source| Error::Log { group, source };
                 let trimmed = log.purged();
                 let mut next = trimmed.map_or(LogIndex(1), |t| t.index.next());
                 if let Some(first) = log.first_index() {
                     next = next.max(first);
                 }
-                let mut sent_any = false;
-                // Stop at the log's end: in operation the applied point never passes it;
-                // a state machine driven without a log (openraft's storage suite) has
-                // nothing to send.
+                // Stop at the log's end: in operation the applied point never passes
+                // it; a state machine driven without a log (openraft's storage suite)
+                // has nothing to send.
                 let end = log.last_entry().map_or(LogIndex(0), |l| l.index).min(*last);
-                while next <= end {
-                    let chunk = log
-                        .read(next, end.next(), SNAPSHOT_CHUNK_BYTES)
-                        .map_err(log_err)?;
-                    match chunk.first() {
-                        Some(e) if e.index == next => {}
-                        _ => {
-                            return Err(Error::Corrupt {
-                                what: "snapshot source",
-                                detail: format!(
-                                    "entry {next} of group {group} was trimmed while being sent"
-                                ),
-                            });
-                        }
+                (trimmed, next, end)
+            }
+        };
+        SnapshotReader {
+            source: self.source.clone(),
+            group,
+            trimmed,
+            next,
+            end,
+            pos: 0,
+        }
+    }
+}
+
+/// Reads a snapshot's entries in chunks of about [`SNAPSHOT_CHUNK_BYTES`], in index
+/// order. Synchronous (disk reads): call it where blocking is allowed.
+pub struct SnapshotReader {
+    source: Source,
+    group: GroupId,
+    trimmed: Option<EntryId>,
+    next: LogIndex,
+    end: LogIndex,
+    pos: usize,
+}
+
+impl SnapshotReader {
+    /// The entry just before the first one the snapshot carries (the trim point).
+    pub fn trimmed(&self) -> Option<EntryId> {
+        self.trimmed
+    }
+
+    /// The next chunk, `None` at the end. A gap means the source log was trimmed
+    /// meanwhile: the snapshot is refused rather than sent with a hole.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<Entry>>, Error> {
+        match &self.source {
+            Source::Received { entries, .. } => {
+                if self.pos >= entries.len() {
+                    return Ok(None);
+                }
+                let end = (self.pos + chunk_len(entries)).min(entries.len());
+                let chunk = entries[self.pos..end].to_vec();
+                self.pos = end;
+                Ok(Some(chunk))
+            }
+            Source::Log { log, .. } => {
+                if self.next > self.end {
+                    return Ok(None);
+                }
+                let group = self.group;
+                let chunk = log
+                    .read(self.next, self.end.next(), SNAPSHOT_CHUNK_BYTES)
+                    .map_err(|source| Error::Log { group, source })?;
+                match chunk.first() {
+                    Some(e) if e.index == self.next => {}
+                    _ => {
+                        return Err(Error::Corrupt {
+                            what: "snapshot source",
+                            detail: format!(
+                                "entry {} of group {group} was trimmed while being sent",
+                                self.next
+                            ),
+                        });
                     }
-                    next = chunk.last().map_or(next, |e| e.index.next());
-                    visit(trimmed, chunk)?;
-                    sent_any = true;
                 }
-                if !sent_any {
-                    visit(trimmed, Vec::new())?;
-                }
-                Ok(())
+                self.next = chunk.last().map_or(self.next, |e| e.index.next());
+                Ok(Some(chunk))
             }
         }
     }
@@ -138,16 +165,13 @@ pub fn install(
     if let Some(first) = dst.first_index() {
         dst.truncate_suffix(first).map_err(log_err)?;
     }
-    let mut trim_done = false;
-    snapshot.read_chunks(group, |trimmed, entries| {
-        if !trim_done {
-            trim_done = true;
-            if let Some(t) = trimmed
-                && dst.purged().is_none_or(|p| p.index < t.index)
-            {
-                dst.purge_prefix(t).map_err(log_err)?;
-            }
-        }
+    let mut reader = snapshot.reader(group);
+    if let Some(t) = reader.trimmed()
+        && dst.purged().is_none_or(|p| p.index < t.index)
+    {
+        dst.purge_prefix(t).map_err(log_err)?;
+    }
+    while let Some(entries) = reader.next_chunk()? {
         let floor = dst.purged().map_or(LogIndex(0), |p| p.index);
         let keep: Vec<Entry> = entries
             .into_iter()
@@ -156,8 +180,7 @@ pub fn install(
         if !keep.is_empty() {
             dst.append(&keep).map_err(log_err)?;
         }
-        Ok(())
-    })?;
+    }
     dst.sync().map_err(log_err)?;
     match dst.last_entry() {
         Some(l) if l.index >= last.index => Ok(()),

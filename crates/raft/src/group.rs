@@ -1,0 +1,283 @@
+//! One hosted group: its openraft instance, storage and write pipeline, and the API the
+//! rest of the server uses: write, read committed entries, watch the commit point,
+//! change membership, trim.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::{ChangeMembers, EntryPayload};
+use runnel_types::{GroupId, LogIndex, NodeId, Record};
+
+use crate::codec;
+use crate::detwatch::DetReceiver;
+use crate::error::Error;
+use crate::io::blocking;
+use crate::log_store::{GroupStorage, to_log_index, to_raft_index};
+use crate::pipeline::{Pipeline, WriteAck, write_error};
+use crate::state_machine::ShardStateMachine;
+use crate::types::{Command, PeerNode, Raft};
+
+/// How long `trim` waits for openraft to build the snapshot and purge.
+const TRIM_WAIT: Duration = Duration::from_secs(30);
+
+/// A committed record batch, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedBatch {
+    pub index: LogIndex,
+    /// Arrival time assigned by the leader (never decreasing along the log).
+    pub timestamp_ms: u64,
+    pub records: u32,
+    /// Encoded records: `runnel_types::record::decode_batch`.
+    pub batch: Bytes,
+}
+
+/// What a read returns: the record batches found, and where the next read starts
+/// (past Raft's own blank and membership entries too).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadBatches {
+    pub batches: Vec<CommittedBatch>,
+    pub next: LogIndex,
+}
+
+/// The commit point of a group, to park on until new entries commit.
+pub struct CommitWatch {
+    rx: DetReceiver<LogIndex>,
+}
+
+impl CommitWatch {
+    /// The latest commit point (0: nothing committed).
+    pub fn get(&self) -> LogIndex {
+        *self.rx.borrow()
+    }
+
+    /// Waits until the commit point is at least `index`; returns it. Fails when the
+    /// group shuts down.
+    pub async fn wait_for(&mut self, index: LogIndex) -> Result<LogIndex, Error> {
+        loop {
+            let now = *self.rx.borrow_seen();
+            if now >= index {
+                return Ok(now);
+            }
+            self.rx
+                .wait_changed()
+                .await
+                .map_err(|_| Error::ShuttingDown { group: GroupId(0) })?;
+        }
+    }
+}
+
+/// A group hosted on this node.
+pub struct Group {
+    pub(crate) id: GroupId,
+    pub(crate) node_id: NodeId,
+    pub(crate) raft: Raft,
+    pub(crate) storage: Arc<GroupStorage>,
+    pub(crate) sm: ShardStateMachine,
+    pub(crate) pipeline: Pipeline,
+}
+
+fn members_map(members: &BTreeMap<NodeId, String>) -> BTreeMap<u64, PeerNode> {
+    members
+        .iter()
+        .map(|(id, addr)| (id.0, PeerNode::new(addr.clone())))
+        .collect()
+}
+
+impl Group {
+    pub fn id(&self) -> GroupId {
+        self.id
+    }
+
+    /// The openraft instance, for metrics and tests.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    fn raft_err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Raft {
+            group: self.id,
+            detail: e.to_string(),
+        }
+    }
+
+    /// Makes a brand-new group's first membership: call on one member only.
+    pub async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), Error> {
+        self.raft
+            .initialize(members_map(members))
+            .await
+            .map_err(|e| self.raft_err(e))
+    }
+
+    /// Appends `records` (group commit on the leader); returns once committed, with
+    /// where they landed. On a follower: [`Error::NotLeader`] with the leader.
+    pub async fn write(&self, records: Vec<Record>) -> Result<WriteAck, Error> {
+        self.pipeline.write(records).await
+    }
+
+    /// Appends one command as its own entry, bypassing group commit.
+    pub async fn propose(&self, command: Command) -> Result<LogIndex, Error> {
+        let resp = self
+            .raft
+            .client_write(command)
+            .await
+            .map_err(|e| write_error(self.id, &e))?;
+        Ok(LogIndex(resp.data.index))
+    }
+
+    /// The commit point: every entry up to it is committed and may be read.
+    pub fn committed(&self) -> LogIndex {
+        self.sm.committed()
+    }
+
+    pub fn watch_commit(&self) -> CommitWatch {
+        CommitWatch {
+            rx: self.sm.commit_watch(),
+        }
+    }
+
+    /// The record batches committed from `from` on, up to about `max_bytes`.
+    pub async fn read_committed(
+        &self,
+        from: LogIndex,
+        max_bytes: usize,
+    ) -> Result<ReadBatches, Error> {
+        let committed = self.committed();
+        let from = from.max(LogIndex(1));
+        if from > committed {
+            return Ok(ReadBatches {
+                batches: Vec::new(),
+                next: from,
+            });
+        }
+        let (group, storage) = (self.id, self.storage.clone());
+        blocking(move || read_batches(group, &storage, from, committed, max_bytes))
+            .await
+            .map_err(|e| Error::Io {
+                path: "segment log".into(),
+                source: e,
+            })?
+    }
+
+    /// The current leader, as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader.map(NodeId)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    /// Adds `node` as a learner and waits until it has caught up with the log.
+    pub async fn add_learner(&self, node: NodeId, addr: &str) -> Result<(), Error> {
+        self.raft
+            .add_learner(node.0, PeerNode::new(addr), true)
+            .await
+            .map_err(|e| write_error(self.id, &e))?;
+        Ok(())
+    }
+
+    /// Makes `voters` the voter set (learners among them are promoted; voters left out
+    /// are removed from the group entirely).
+    pub async fn change_voters(&self, voters: BTreeSet<NodeId>) -> Result<(), Error> {
+        let ids: BTreeSet<u64> = voters.iter().map(|n| n.0).collect();
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(ids), false)
+            .await
+            .map_err(|e| write_error(self.id, &e))?;
+        Ok(())
+    }
+
+    /// Retention on this replica: deletes the entries up to `up_to` (at most the commit
+    /// point). openraft first snapshots (cheap: the log is the snapshot), then purges;
+    /// a replica that later needs these entries gets the rest of the log as a snapshot.
+    pub async fn trim(&self, up_to: LogIndex) -> Result<(), Error> {
+        let up_to = up_to.min(self.committed());
+        if up_to.0 == 0 {
+            return Ok(());
+        }
+        let raft_index = to_raft_index(up_to);
+        self.storage.set_trim_floor(up_to);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| self.raft_err(e))?;
+        self.raft
+            .wait(Some(TRIM_WAIT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= raft_index),
+                "snapshot for trim",
+            )
+            .await
+            .map_err(|e| self.raft_err(e))?;
+        self.raft
+            .trigger()
+            .purge_log(raft_index)
+            .await
+            .map_err(|e| self.raft_err(e))?;
+        self.raft
+            .wait(Some(TRIM_WAIT))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= raft_index),
+                "purge for trim",
+            )
+            .await
+            .map_err(|e| self.raft_err(e))?;
+        Ok(())
+    }
+
+    /// The first entry still on disk (after trimming).
+    pub fn first_index(&self) -> Option<LogIndex> {
+        self.storage.log().first_index()
+    }
+
+    /// Stops the group's openraft instance (its files stay).
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.raft.shutdown().await.map_err(|e| self.raft_err(e))
+    }
+}
+
+fn read_batches(
+    group: GroupId,
+    storage: &GroupStorage,
+    from: LogIndex,
+    committed: LogIndex,
+    max_bytes: usize,
+) -> Result<ReadBatches, Error> {
+    let log = storage.log();
+    if let Some(first) = log.first_index()
+        && from < first
+    {
+        return Err(Error::Trimmed {
+            group,
+            requested: from,
+            first,
+        });
+    }
+    let entries = log
+        .read(from, committed.next(), max_bytes)
+        .map_err(|source| Error::Log { group, source })?;
+    let next = entries.last().map_or(from, |e| e.index.next());
+    let mut batches = Vec::with_capacity(entries.len());
+    for e in entries {
+        if let EntryPayload::Normal(Command::Records { records, batch, .. }) =
+            codec::decode_payload(&e.payload)?
+        {
+            batches.push(CommittedBatch {
+                index: e.index,
+                timestamp_ms: e.timestamp_ms,
+                records,
+                batch,
+            });
+        }
+    }
+    Ok(ReadBatches { batches, next })
+}
+
+/// The segment-log index of a Raft log index; re-exported for callers that hold Raft
+/// metrics.
+pub fn log_index_of_raft(raft_index: u64) -> LogIndex {
+    to_log_index(raft_index)
+}

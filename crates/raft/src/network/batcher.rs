@@ -1,0 +1,116 @@
+//! One task per peer that gathers the AppendEntries of many groups into one
+//! `BatchAppend` RPC and fans the responses back.
+//!
+//! Why: every group's leader sends a heartbeat to each follower every heartbeat
+//! interval. With 1,000 idle groups that would be 1,000 RPCs per interval per peer;
+//! batched, it is a handful. Heartbeats (no entries) wait up to
+//! [`TransportConfig::batch_window`] for company; an item carrying entries flushes the
+//! batch at once, so batching adds no latency to writes. Several batches may be in
+//! flight (`inflight_batches_max`); under load, items queue while they are and batches
+//! grow by themselves.
+//!
+//! The peer's server processes one group's items in order and different groups
+//! concurrently (see `server.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_proto::internal::v1 as pb;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{Instrument, debug};
+
+use crate::network::TransportConfig;
+use crate::network::client::PeerConn;
+
+/// What a batch item's sender gets back: the peer's response, or why there is none.
+pub type ItemResult = Result<pb::AppendEntriesResponse, String>;
+
+/// One group's AppendEntries waiting to be sent.
+pub struct BatchItem {
+    pub request: pb::AppendEntriesRequest,
+    pub reply: oneshot::Sender<ItemResult>,
+}
+
+/// Starts the batcher of one peer; it ends when every sender of `rx` is gone.
+pub fn spawn(peer: Arc<PeerConn>, rx: mpsc::Receiver<BatchItem>, config: TransportConfig) {
+    let span = tracing::info_span!("batcher", peer = peer.node_id);
+    tokio::spawn(run(peer, rx, config).instrument(span));
+}
+
+async fn run(peer: Arc<PeerConn>, mut rx: mpsc::Receiver<BatchItem>, config: TransportConfig) {
+    let inflight = Arc::new(Semaphore::new(config.inflight_batches_max.max(1)));
+    while let Some(first) = rx.recv().await {
+        let batch = gather(first, &mut rx, &config).await;
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
+        let peer = peer.clone();
+        tokio::spawn(
+            async move {
+                send(&peer, batch).await;
+                drop(permit);
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// The first item plus whatever arrives within the window (none for writes), up to
+/// the item limit.
+async fn gather(
+    first: BatchItem,
+    rx: &mut mpsc::Receiver<BatchItem>,
+    config: &TransportConfig,
+) -> Vec<BatchItem> {
+    let mut urgent = !first.request.entries.is_empty();
+    let mut batch = vec![first];
+    let started = std::time::Instant::now();
+    while batch.len() < config.batch_items_max {
+        let item = match rx.try_recv() {
+            Ok(item) => item,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                let left = config.batch_window.saturating_sub(started.elapsed());
+                if urgent || left == Duration::ZERO {
+                    break;
+                }
+                match crate::runtime::timeout(left, rx.recv()).await {
+                    Ok(Some(item)) => item,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        };
+        urgent |= !item.request.entries.is_empty();
+        batch.push(item);
+    }
+    batch
+}
+
+async fn send(peer: &PeerConn, batch: Vec<BatchItem>) {
+    let (requests, replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|i| (i.request, i.reply)).unzip();
+    let n = requests.len();
+    debug!(items = n, "sending batch");
+    let result = peer.batch_append(pb::BatchAppendRequest { requests }).await;
+    match result {
+        Ok(resp) if resp.responses.len() == n => {
+            for (reply, r) in replies.into_iter().zip(resp.responses) {
+                let _ = reply.send(Ok(r));
+            }
+        }
+        Ok(resp) => {
+            let msg = format!(
+                "peer answered {} items to a batch of {n}",
+                resp.responses.len()
+            );
+            for reply in replies {
+                let _ = reply.send(Err(msg.clone()));
+            }
+        }
+        Err(msg) => {
+            for reply in replies {
+                let _ = reply.send(Err(msg.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The Raft transport between nodes: one gRPC channel per peer, shared by all groups.
+//!
+//! - [`client`]: [`Router`](client::Router), openraft-multi's `GroupRouter` over our
+//!   peers, and the per-group network factory.
+//! - [`batcher`]: the per-peer task that turns many groups' AppendEntries into one
+//!   `BatchAppend` RPC.
+//! - [`server`]: the `RaftTransport` gRPC service.
+//! - [`wire`]: openraft messages to and from protobuf.
+
+pub mod batcher;
+pub mod client;
+pub mod server;
+pub mod wire;
+
+use std::time::Duration;
+
+/// Limits and windows of the transport. Every field is a bound.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// How long a batch of heartbeats (AppendEntries without entries) waits for more
+    /// items before it is sent. An item that carries entries is sent at once.
+    pub batch_window: Duration,
+    /// Most AppendEntries per `BatchAppend` RPC.
+    pub batch_items_max: usize,
+    /// Queued AppendEntries per peer before senders wait (back-pressure).
+    pub queue_items_max: usize,
+    /// `BatchAppend` RPCs in flight per peer.
+    pub inflight_batches_max: usize,
+    /// Time to establish a connection to a peer.
+    pub connect_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            batch_window: Duration::from_millis(5),
+            batch_items_max: 1024,
+            queue_items_max: 8192,
+            inflight_batches_max: 8,
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
