@@ -1,0 +1,18 @@
+//! runneld: one node of a Runnel cluster.
+//!
+//! What is where:
+//! - [`config`]: flags, `RUNNEL_*` variables and the TOML file, resolved into a `Config`.
+//! - [`iterator`]: shard iterator tokens (self-contained, tagged, expiring).
+//! - [`metrics`]: the Prometheus metrics; [`admin_http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`telemetry`]: tracing setup.
+//!
+//! *Architecture invariant*: request handlers validate at the edge, route with pure
+//! functions, and do I/O only through the replication layer (`runnel-raft`).
+
+pub mod config;
+pub mod iterator;
+pub mod metrics;
+pub mod telemetry;
+
+#[cfg(not(madsim))]
+pub mod admin_http;
