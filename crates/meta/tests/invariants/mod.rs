@@ -263,7 +263,7 @@ fn replicas_are_balanced(w: &World) {
 /// where z votes, ...) from a node to another would make their weighted loads closer.
 /// (Counts within one of each other across the whole cluster are not always reachable
 /// by leader transfers alone: the replica sets can split the nodes into groups that
-/// share no shard. See the report in ARCHITECTURE.md's meta section.)
+/// share no shard; moving replicas to fix leader balance is not done yet.)
 fn leaders_are_balanced(w: &World) {
     let c = counts(w, |s| s.preferred_leader.into_iter().collect());
     let mut edges: BTreeMap<NodeId, BTreeSet<NodeId>> = BTreeMap::new();
