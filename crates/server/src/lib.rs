@@ -2,6 +2,7 @@
 //!
 //! What is where:
 //! - [`config`]: flags, `RUNNEL_*` variables and the TOML file, resolved into a `Config`.
+//! - [`error`]: [`ServerError`](error::ServerError) and its one conversion to a gRPC status.
 //! - [`iterator`]: shard iterator tokens (self-contained, tagged, expiring).
 //! - [`metrics`]: the Prometheus metrics; [`admin_http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`telemetry`]: tracing setup.
@@ -10,6 +11,7 @@
 //! functions, and do I/O only through the replication layer (`runnel-raft`).
 
 pub mod config;
+pub mod error;
 pub mod iterator;
 pub mod metrics;
 pub mod telemetry;
