@@ -11,9 +11,11 @@
 //! functions, and do I/O only through the replication layer (`runnel-raft`).
 
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod iterator;
 pub mod metrics;
+pub mod placement;
 pub mod telemetry;
 
 #[cfg(not(madsim))]
