@@ -15,6 +15,15 @@ use crate::state::{Checkpoint, MetaState, NodeLabels, NodeLoad};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    // ---- cluster ----
+    /// Fixes the cluster's identity. Proposed by the meta leader after bootstrap (the
+    /// values are random, chosen by the proposer); only the first one takes effect,
+    /// later ones are accepted and change nothing, so racing proposers are harmless.
+    InitCluster {
+        cluster_id: String,
+        iterator_key: [u8; 16],
+    },
+
     // ---- nodes ----
     /// A node announces itself (first start, or restart with new address or labels).
     RegisterNode {
@@ -168,6 +177,10 @@ pub struct LeaseGrant {
 /// same new state and result on every replica. On `Err` the state is unchanged.
 pub fn apply(state: &mut MetaState, cmd: Command) -> Result<CommandResult, MetaError> {
     match cmd {
+        Command::InitCluster {
+            cluster_id,
+            iterator_key,
+        } => handlers::nodes::init_cluster(state, cluster_id, iterator_key),
         Command::RegisterNode {
             node,
             address,

@@ -50,7 +50,7 @@ pub use liveness::nodes_to_mark_down;
 pub use names::{GroupName, MemberId};
 pub use planner::{PlannerConfig, plan};
 pub use state::{
-    Checkpoint, ClusterSettings, ConsumerGroup, GroupMember, Lease, MetaState, MovePhase,
-    MoveReason, NodeInfo, NodeLabels, NodeLoad, NodeStatus, PendingMove, Replica, ReplicaRole,
-    ReportedLeader, ShardInfo, ShardState, StreamInfo, StreamStatus,
+    Checkpoint, ClusterIdentity, ClusterSettings, ConsumerGroup, GroupMember, Lease, MetaState,
+    MovePhase, MoveReason, NodeInfo, NodeLabels, NodeLoad, NodeStatus, PendingMove, Replica,
+    ReplicaRole, ReportedLeader, ShardInfo, ShardState, StreamInfo, StreamStatus,
 };

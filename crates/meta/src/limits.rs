@@ -7,6 +7,9 @@
 pub const NODES_MAX: usize = 1_000;
 pub const NODE_TOMBSTONES_MAX: usize = 10_000;
 
+/// The cluster id chosen at bootstrap.
+pub const CLUSTER_ID_BYTES_MAX: usize = 64;
+
 /// A node's advertised address, `host:port`.
 pub const NODE_ADDRESS_BYTES_MAX: usize = 255;
 

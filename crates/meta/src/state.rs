@@ -22,6 +22,18 @@ pub struct MetaState {
     /// The id the next created shard gets. Starts at 1 (0 is the meta group's `GroupId`)
     /// and only grows: a shard id is never reused.
     pub next_shard_id: ShardId,
+    /// The cluster's identity, set once by the first `InitCluster` after bootstrap.
+    #[serde(default)]
+    pub identity: Option<ClusterIdentity>,
+}
+
+/// Who the cluster is: fixed at bootstrap, never changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    /// A random id chosen at bootstrap (shown in status; tells clusters apart).
+    pub cluster_id: String,
+    /// The key that tags shard iterator tokens, shared by every node.
+    pub iterator_key: [u8; 16],
 }
 
 /// Settings fixed when the cluster is bootstrapped, replicated with the state.
@@ -254,6 +266,7 @@ impl MetaState {
             shards: BTreeMap::new(),
             groups: BTreeMap::new(),
             next_shard_id: ShardId(1),
+            identity: None,
         }
     }
 

@@ -5,12 +5,35 @@ use runnel_types::{NodeId, ShardId};
 use crate::command::{CommandResult, LeaderReport};
 use crate::error::MetaError;
 use crate::limits::{
-    CAPACITY_WEIGHT_MAX, CAPACITY_WEIGHT_MIN, HEARTBEAT_LEADERS_MAX, NODE_ADDRESS_BYTES_MAX,
-    NODE_LABEL_BYTES_MAX, NODE_LABELS_MAX, NODE_TOMBSTONES_MAX, NODES_MAX,
+    CAPACITY_WEIGHT_MAX, CAPACITY_WEIGHT_MIN, CLUSTER_ID_BYTES_MAX, HEARTBEAT_LEADERS_MAX,
+    NODE_ADDRESS_BYTES_MAX, NODE_LABEL_BYTES_MAX, NODE_LABELS_MAX, NODE_TOMBSTONES_MAX, NODES_MAX,
 };
 use crate::state::{
-    MetaState, NodeInfo, NodeLabels, NodeLoad, NodeStatus, ReplicaRole, ReportedLeader,
+    ClusterIdentity, MetaState, NodeInfo, NodeLabels, NodeLoad, NodeStatus, ReplicaRole,
+    ReportedLeader,
 };
+
+/// Sets the cluster identity the first time; later calls change nothing.
+pub(crate) fn init_cluster(
+    state: &mut MetaState,
+    cluster_id: String,
+    iterator_key: [u8; 16],
+) -> Result<CommandResult, MetaError> {
+    if cluster_id.is_empty() || cluster_id.len() > CLUSTER_ID_BYTES_MAX {
+        return Err(MetaError::invalid(
+            "cluster_id",
+            format!("{cluster_id:?}"),
+            format!("1 to {CLUSTER_ID_BYTES_MAX} bytes"),
+        ));
+    }
+    if state.identity.is_none() {
+        state.identity = Some(ClusterIdentity {
+            cluster_id,
+            iterator_key,
+        });
+    }
+    Ok(CommandResult::Done)
+}
 
 pub(crate) fn register(
     state: &mut MetaState,

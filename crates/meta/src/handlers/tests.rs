@@ -1011,3 +1011,25 @@ fn shard_end_needs_a_closed_shard() {
         "a finished shard's lease is released"
     );
 }
+
+#[test]
+fn init_cluster_takes_effect_once() {
+    let mut s = MetaState::default();
+    let first = Command::InitCluster {
+        cluster_id: "c1".into(),
+        iterator_key: [1; 16],
+    };
+    let second = Command::InitCluster {
+        cluster_id: "c2".into(),
+        iterator_key: [2; 16],
+    };
+    assert_eq!(apply(&mut s, first), Ok(CommandResult::Done));
+    assert_eq!(apply(&mut s, second), Ok(CommandResult::Done));
+    let id = s.identity.as_ref().expect("set by the first command");
+    assert_eq!((id.cluster_id.as_str(), id.iterator_key), ("c1", [1; 16]));
+    let empty = Command::InitCluster {
+        cluster_id: String::new(),
+        iterator_key: [3; 16],
+    };
+    assert!(apply(&mut s, empty).is_err());
+}
