@@ -16,6 +16,7 @@ pub mod error;
 pub mod iterator;
 pub mod metrics;
 pub mod placement;
+pub mod shard_manager;
 pub mod telemetry;
 
 #[cfg(not(madsim))]

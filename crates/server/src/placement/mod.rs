@@ -1,63 +1,319 @@
 //! The placement service glue: this node's applied copy of the meta state, and the way
 //! to change it.
 //!
-//! (Contract stub: the applier, proposals and forwarding land in the next commits.)
+//! The meta group is the Raft group [`GroupId::META`], hosted by the same
+//! [`Registry`] as the shard groups. Its voters are the `--initial-cluster` nodes;
+//! every other node is a learner of it, so every node holds an applied copy of the meta
+//! state and answers metadata calls from it.
+//!
+//! - A meta command travels as the data of a one-record batch (partition key `meta`,
+//!   data the JSON of a [`Command`]) written with `Group::write`. Group commit may put
+//!   several commands in one entry; each keeps its own slot.
+//! - [`applier`]: on every node, follows the meta group's commit point, decodes the
+//!   committed commands in order, applies them to the [`MetaState`], keeps each
+//!   command's result (a bounded map by log index and slot) and publishes the applied
+//!   index.
+//! - [`Placement::propose`]: writes on the meta leader (or forwards to it over the
+//!   internal `Meta` service, [`service`]), then waits until *this* node has applied
+//!   the entry and returns the state machine's own answer, so a read that follows sees
+//!   the change.
+//! - [`bootstrap`]: creating or joining the meta group, registering, heartbeats.
+//! - [`leader`]: the meta leader's loop (mark down, plan, propose the actions).
+//!
+//! The meta log is not trimmed yet: it holds only control commands, and a restarted
+//! node replays it from the start. Trimming it under a `MetaState` snapshot kept in
+//! node metadata is future work.
 
-use std::sync::RwLock;
+pub mod applier;
+pub mod bootstrap;
+pub mod leader;
+pub mod service;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use runnel_meta::{Command, CommandResult, MetaState};
-use runnel_types::NodeId;
+use bytes::Bytes;
+use runnel_meta::{Command, CommandResult, MetaError, MetaState, PlannerConfig};
+use runnel_raft::Registry;
+use runnel_raft::detwatch::{DetReceiver, DetSender};
+use runnel_types::{GroupId, LogIndex, NodeId, Record};
+use tracing::debug;
 
 use crate::error::{RETRY_AFTER_MS_NO_LEADER, ServerError};
 use crate::iterator::IteratorKey;
 
-/// This node's view of the placement service.
-pub struct Placement {
-    state: RwLock<MetaState>,
+/// The partition key of a meta command's record.
+pub const META_PARTITION_KEY: &str = "meta";
+/// Results of applied commands kept for their proposers (oldest dropped first).
+pub const RESULTS_KEPT_MAX: usize = 4096;
+/// How long `propose` waits for its command to commit and apply here.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Timings of the placement service on one node (tests shorten them).
+#[derive(Clone, Debug)]
+pub struct PlacementConfig {
+    pub planner: PlannerConfig,
+    /// The meta leader's planning period.
+    pub plan_interval_ms: u64,
+    /// A node's heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// The shard manager's reconcile period (it also runs on every applied change).
+    pub reconcile_interval_ms: u64,
 }
 
-impl Default for Placement {
+impl Default for PlacementConfig {
     fn default() -> Self {
-        Placement {
-            state: RwLock::new(MetaState::default()),
+        PlacementConfig {
+            planner: PlannerConfig::default(),
+            plan_interval_ms: 500,
+            heartbeat_interval_ms: 1000,
+            reconcile_interval_ms: 1000,
         }
     }
 }
 
+/// The applied meta state and the log index it reflects.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Every meta log entry up to here is applied.
+    pub index: LogIndex,
+    pub state: MetaState,
+}
+
+type Outcome = Result<CommandResult, MetaError>;
+
+/// This node's view of the placement service.
+pub struct Placement {
+    node_id: NodeId,
+    registry: Arc<Registry>,
+    applied: DetSender<Applied>,
+    /// Keeps the watch open while no one else listens.
+    _applied_rx: DetReceiver<Applied>,
+    /// Result of each applied command by (entry, slot), for its proposer.
+    results: Mutex<BTreeMap<(LogIndex, u32), Outcome>>,
+    /// Addresses of the initial voters, for finding the meta leader before the node
+    /// table knows it.
+    seed_addresses: BTreeMap<NodeId, String>,
+    forward: service::Forwarder,
+    pub config: PlacementConfig,
+}
+
 impl Placement {
+    pub fn new(
+        node_id: NodeId,
+        registry: Arc<Registry>,
+        seed_addresses: BTreeMap<NodeId, String>,
+        config: PlacementConfig,
+    ) -> Placement {
+        let (applied, rx) = runnel_raft::detwatch::channel(Applied::default());
+        Placement {
+            node_id,
+            registry,
+            applied,
+            _applied_rx: rx,
+            results: Mutex::new(BTreeMap::new()),
+            seed_addresses,
+            forward: service::Forwarder::default(),
+            config,
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
     /// Runs `f` on this node's applied copy of the meta state.
     pub fn read<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        f(&state)
+        f(&self.applied.borrow().state)
+    }
+
+    /// The meta log index this node has applied up to.
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied.borrow().index
     }
 
     /// Proposes `cmd` to the meta group (through its leader) and returns the state
     /// machine's answer once the command is applied on this node.
-    pub async fn propose(&self, _cmd: Command) -> Result<CommandResult, ServerError> {
-        Err(ServerError::Unavailable {
-            what: "the placement service".into(),
-            reason: "not started".into(),
-            retry_after_ms: RETRY_AFTER_MS_NO_LEADER,
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ServerError> {
+        let data = encode_command(&cmd)?;
+        let (index, slot) = match self.propose_local(data.clone()).await {
+            Err(ServerError::NotLeader {
+                leader: Some((id, addr)),
+                ..
+            }) if id != self.node_id => self.forward.propose(&addr, data).await?,
+            other => other?,
+        };
+        self.result_of(index, slot).await
+    }
+
+    /// Appends an encoded command if this node leads the meta group.
+    pub(crate) async fn propose_local(&self, data: Bytes) -> Result<(LogIndex, u32), ServerError> {
+        let group = self.meta_group()?;
+        if !group.is_leader() {
+            return Err(ServerError::NotLeader {
+                what: "the meta group".into(),
+                leader: self.meta_leader(),
+            });
+        }
+        let record = Record::new(META_PARTITION_KEY, data);
+        let ack = group.write(vec![record]).await.map_err(|e| match e {
+            runnel_raft::Error::NotLeader { .. } => ServerError::NotLeader {
+                what: "the meta group".into(),
+                leader: self.meta_leader(),
+            },
+            e => ServerError::from(e),
+        })?;
+        Ok((ack.index, ack.first_slot))
+    }
+
+    /// Waits until entry `index` is applied here and takes the result of `slot`.
+    async fn result_of(&self, index: LogIndex, slot: u32) -> Result<CommandResult, ServerError> {
+        let applied = self.wait_until_applied(index, PROPOSE_TIMEOUT).await;
+        if !applied {
+            return Err(ServerError::Unavailable {
+                what: "the placement service".into(),
+                reason: format!(
+                    "meta entry {index} did not apply on this node within {PROPOSE_TIMEOUT:?}"
+                ),
+                retry_after_ms: RETRY_AFTER_MS_NO_LEADER,
+            });
+        }
+        let outcome = self
+            .results
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(index, slot));
+        match outcome {
+            Some(Ok(result)) => Ok(result),
+            Some(Err(e)) => Err(ServerError::from(e)),
+            None => Err(ServerError::Internal(format!(
+                "the result of meta entry {index} slot {slot} is gone (applied, but not kept)"
+            ))),
+        }
+    }
+
+    /// Waits until this node has applied the meta log up to `index`.
+    pub async fn wait_until_applied(&self, index: LogIndex, timeout: Duration) -> bool {
+        let mut rx = self.applied.new_receiver();
+        let wait = async {
+            loop {
+                if rx.borrow_seen().index >= index {
+                    return true;
+                }
+                if rx.wait_changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    }
+
+    /// The meta group's leader as this node knows it, with its address.
+    pub fn meta_leader(&self) -> Option<(NodeId, String)> {
+        let id = self.meta_group().ok()?.leader()?;
+        Some((id, self.address_of(id)?))
+    }
+
+    /// Is this node the meta leader?
+    pub fn is_meta_leader(&self) -> bool {
+        self.meta_group().is_ok_and(|g| g.is_leader())
+    }
+
+    /// A node's address: from the node table, else from the initial cluster.
+    pub fn address_of(&self, node: NodeId) -> Option<String> {
+        self.read(|s| s.nodes.get(&node).map(|n| n.address.clone()))
+            .or_else(|| self.seed_addresses.get(&node).cloned())
+    }
+
+    /// The cluster's shared key for shard iterator tags (all zeros until the cluster
+    /// identity is applied, which happens before any stream can exist).
+    pub fn iterator_key(&self) -> IteratorKey {
+        IteratorKey(self.read(|s| s.identity.as_ref().map_or([0; 16], |i| i.iterator_key)))
+    }
+
+    /// The cluster id chosen at bootstrap (empty until applied here).
+    pub fn cluster_id(&self) -> String {
+        self.read(|s| {
+            s.identity
+                .as_ref()
+                .map(|i| i.cluster_id.clone())
+                .unwrap_or_default()
         })
     }
 
-    /// The meta group's leader as this node knows it.
-    pub fn meta_leader(&self) -> Option<(NodeId, String)> {
-        None
-    }
-
-    /// The cluster's shared key for shard iterator tags.
-    pub fn iterator_key(&self) -> IteratorKey {
-        IteratorKey([0; 16])
-    }
-
-    pub fn cluster_id(&self) -> String {
-        String::new()
-    }
-
     /// Waits until `pred` holds on the applied state, or `timeout` passes; says which.
-    pub async fn wait_until(&self, pred: impl Fn(&MetaState) -> bool, _timeout: Duration) -> bool {
-        self.read(pred)
+    pub async fn wait_until(&self, pred: impl Fn(&MetaState) -> bool, timeout: Duration) -> bool {
+        let mut rx = self.applied.new_receiver();
+        let wait = async {
+            loop {
+                if pred(&rx.borrow_seen().state) {
+                    return true;
+                }
+                if rx.wait_changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
+
+    /// A receiver that wakes on every applied change (for the shard manager).
+    pub fn subscribe(&self) -> DetReceiver<Applied> {
+        self.applied.new_receiver()
+    }
+
+    fn meta_group(&self) -> Result<Arc<runnel_raft::Group>, ServerError> {
+        self.registry
+            .group(GroupId::META)
+            .map_err(|_| ServerError::Unavailable {
+                what: "the placement service".into(),
+                reason: "this node does not host the meta group yet (starting or joining)".into(),
+                retry_after_ms: RETRY_AFTER_MS_NO_LEADER,
+            })
+    }
+
+    /// Called by the applier: one command applied at (`index`, `slot`).
+    fn record_result(&self, index: LogIndex, slot: u32, outcome: Outcome) {
+        let mut results = self.results.lock().unwrap_or_else(PoisonError::into_inner);
+        results.insert((index, slot), outcome);
+        while results.len() > RESULTS_KEPT_MAX {
+            results.pop_first();
+        }
+    }
+
+    /// Called by the applier: applies `cmd` and keeps its result.
+    fn apply_one(&self, index: LogIndex, slot: u32, cmd: Command) {
+        let mut outcome = None;
+        self.applied.modify(|a| {
+            outcome = Some(runnel_meta::apply(&mut a.state, cmd));
+            false // woken once per read batch, by `advance`
+        });
+        if let Some(outcome) = outcome {
+            if let Err(e) = &outcome {
+                debug!(node_id = %self.node_id, index = %index, slot, error = %e, "meta command rejected");
+            }
+            self.record_result(index, slot, outcome);
+        }
+    }
+
+    /// Called by the applier: everything up to `index` is applied; wakes waiters.
+    fn advance(&self, index: LogIndex) {
+        self.applied.modify(|a| {
+            a.index = index;
+            true
+        });
+    }
+}
+
+/// A meta command as the data of its record.
+pub fn encode_command(cmd: &Command) -> Result<Bytes, ServerError> {
+    serde_json::to_vec(cmd)
+        .map(Bytes::from)
+        .map_err(|e| ServerError::Internal(format!("cannot encode a meta command: {e}")))
+}
+
+/// A meta command from the data of its record.
+pub fn decode_command(data: &[u8]) -> Result<Command, serde_json::Error> {
+    serde_json::from_slice(data)
 }
