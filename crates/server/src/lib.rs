@@ -15,6 +15,7 @@ pub mod context;
 pub mod error;
 pub mod iterator;
 pub mod metrics;
+pub mod node;
 pub mod placement;
 pub mod shard_manager;
 pub mod telemetry;
