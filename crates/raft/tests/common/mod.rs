@@ -1,0 +1,342 @@
+//! Scenarios shared by the real-tokio and the madsim cluster tests. A [`Cluster`]
+//! starts, kills and restarts nodes; the scenarios drive groups through it and check
+//! what every replica holds. No timing thresholds: deadlines only bound a hang.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use runnel_raft::{Error, Registry, WriteAck};
+use runnel_types::{GroupId, LogIndex, NodeId, Record};
+
+/// How long any wait may take before the test fails (a hang guard, not a threshold).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub trait Cluster {
+    fn addr(&self, node: NodeId) -> String;
+    /// Starts (or restarts, from its files) `node`, opening every group it hosts.
+    async fn start(&mut self, node: NodeId) -> anyhow::Result<()>;
+    /// Stops `node` abruptly; unsynced writes are lost where the disk allows it.
+    async fn kill(&mut self, node: NodeId) -> anyhow::Result<()>;
+    fn registry(&self, node: NodeId) -> Option<Arc<Registry>>;
+    /// Creates `group` on `node` (empty log).
+    async fn create_group(&self, node: NodeId, group: GroupId) -> anyhow::Result<()>;
+    async fn sleep(&self, d: Duration);
+}
+
+pub fn records(tag: &str, n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| {
+            Record::new(
+                format!("{tag}-{i}"),
+                format!("payload {tag} {i}").into_bytes(),
+            )
+        })
+        .collect()
+}
+
+pub async fn with_patience<T>(
+    c: &impl Cluster,
+    what: &str,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let mut waited = Duration::ZERO;
+    let step = Duration::from_millis(50);
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if waited > PATIENCE {
+            bail!("gave up waiting for {what}");
+        }
+        c.sleep(step).await;
+        waited += step;
+    }
+}
+
+/// Writes through whichever node leads `group`, following NotLeader hints; retries
+/// across elections.
+pub async fn write(
+    c: &impl Cluster,
+    nodes: &[NodeId],
+    group: GroupId,
+    recs: Vec<Record>,
+) -> anyhow::Result<WriteAck> {
+    let mut target = nodes[0];
+    with_patience(c, "a committed write", async || {
+        let reg = c.registry(target);
+        let result = match reg.as_ref().map(|r| r.group(group)) {
+            Some(Ok(g)) => g.write(recs.clone()).await,
+            _ => Err(Error::ShuttingDown { group }),
+        };
+        match result {
+            Ok(ack) => Some(ack),
+            Err(Error::NotLeader {
+                leader: Some((leader, _)),
+                ..
+            }) if nodes.contains(&leader) => {
+                target = leader;
+                None
+            }
+            Err(_) => {
+                let i = nodes.iter().position(|n| *n == target).unwrap_or(0);
+                target = nodes[(i + 1) % nodes.len()];
+                None
+            }
+        }
+    })
+    .await
+}
+
+/// Waits until `node`'s replica of `group` has committed `index`.
+pub async fn wait_committed(
+    c: &impl Cluster,
+    node: NodeId,
+    group: GroupId,
+    index: LogIndex,
+) -> anyhow::Result<()> {
+    with_patience(
+        c,
+        &format!("node {node} to commit {index} in group {group}"),
+        async || {
+            let g = c.registry(node)?.group(group).ok()?;
+            (g.committed() >= index).then_some(())
+        },
+    )
+    .await
+}
+
+/// Every record batch of `node`'s replica from `from` up to `to`, as (index, bytes).
+pub async fn read_all(
+    c: &impl Cluster,
+    node: NodeId,
+    group: GroupId,
+    from: LogIndex,
+    to: LogIndex,
+) -> anyhow::Result<Vec<(LogIndex, Vec<u8>)>> {
+    let g = c.registry(node).context("node is down")?.group(group)?;
+    let mut out = Vec::new();
+    let mut next = from;
+    while next <= to {
+        let r = g.read_committed(next, 1 << 20).await?;
+        if r.next == next {
+            break;
+        }
+        out.extend(
+            r.batches
+                .into_iter()
+                .filter(|b| b.index <= to)
+                .map(|b| (b.index, b.batch.to_vec())),
+        );
+        next = r.next;
+    }
+    Ok(out)
+}
+
+/// Checks that every node in `nodes` holds the same batches from `from` to `to`,
+/// and that all `acks` are among them.
+pub async fn check_same(
+    c: &impl Cluster,
+    nodes: &[NodeId],
+    group: GroupId,
+    from: LogIndex,
+    to: LogIndex,
+    acks: &[WriteAck],
+) -> anyhow::Result<()> {
+    let reference = read_all(c, nodes[0], group, from, to).await?;
+    for ack in acks.iter().filter(|a| a.index >= from) {
+        anyhow::ensure!(
+            reference.iter().any(|(i, _)| *i == ack.index),
+            "acked entry {} missing in group {group}",
+            ack.index
+        );
+    }
+    for n in &nodes[1..] {
+        let other = read_all(c, *n, group, from, to).await?;
+        anyhow::ensure!(
+            other == reference,
+            "node {n} differs from node {} in group {group}",
+            nodes[0]
+        );
+    }
+    Ok(())
+}
+
+pub fn members(c: &impl Cluster, nodes: &[NodeId]) -> BTreeMap<NodeId, String> {
+    nodes.iter().map(|n| (*n, c.addr(*n))).collect()
+}
+
+/// Creates `groups` on `nodes` and initializes each from the first node.
+pub async fn create_groups(
+    c: &impl Cluster,
+    nodes: &[NodeId],
+    groups: &[GroupId],
+) -> anyhow::Result<()> {
+    for g in groups {
+        for n in nodes {
+            c.create_group(*n, *g).await?;
+        }
+        let reg = c.registry(nodes[0]).context("first node is down")?;
+        reg.group(*g)?.initialize(&members(c, nodes)).await?;
+    }
+    Ok(())
+}
+
+pub async fn leader_of(
+    c: &impl Cluster,
+    nodes: &[NodeId],
+    group: GroupId,
+) -> anyhow::Result<NodeId> {
+    with_patience(c, "a leader", async || {
+        for n in nodes {
+            if let Some(reg) = c.registry(*n)
+                && let Ok(g) = reg.group(group)
+                && g.is_leader()
+            {
+                return Some(*n);
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// Replicate; stop the leader; keep committing; restart it from its files; it
+/// catches up; everyone holds the same batches.
+pub async fn replicate_failover_restart(
+    c: &mut impl Cluster,
+    groups: &[GroupId],
+    writes: usize,
+) -> anyhow::Result<()> {
+    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+    for n in nodes {
+        c.start(n).await?;
+    }
+    create_groups(c, &nodes, groups).await?;
+    let mut acks: BTreeMap<GroupId, Vec<WriteAck>> = BTreeMap::new();
+    for g in groups {
+        for i in 0..writes {
+            acks.entry(*g)
+                .or_default()
+                .push(write(c, &nodes, *g, records(&format!("a{i}"), 3)).await?);
+        }
+    }
+    let victim = leader_of(c, &nodes, groups[0]).await?;
+    c.kill(victim).await?;
+    let alive: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != victim).collect();
+    for g in groups {
+        for i in 0..writes {
+            acks.entry(*g)
+                .or_default()
+                .push(write(c, &alive, *g, records(&format!("b{i}"), 2)).await?);
+        }
+    }
+    c.start(victim).await?;
+    for g in groups {
+        let last = acks[g].iter().map(|a| a.index).max().context("no acks")?;
+        for n in nodes {
+            wait_committed(c, n, *g, last).await?;
+        }
+        check_same(c, &nodes, *g, LogIndex(1), last, &acks[g]).await?;
+        for pair in acks[g].windows(2) {
+            anyhow::ensure!(
+                pair[0].seq_nos().last() < pair[1].seq_nos().next(),
+                "sequence numbers must grow"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A follower misses writes while the others trim past them: it catches up by snapshot
+/// (the retained log), and then holds the same batches from the trim point on.
+pub async fn follower_behind_trim_point(
+    c: &mut impl Cluster,
+    groups: &[GroupId],
+    writes: usize,
+) -> anyhow::Result<()> {
+    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+    for n in nodes {
+        c.start(n).await?;
+    }
+    create_groups(c, &nodes, groups).await?;
+    for g in groups {
+        write(c, &nodes, *g, records("before", 2)).await?;
+    }
+    let leader = leader_of(c, &nodes, groups[0]).await?;
+    let lagger = *nodes.iter().find(|n| **n != leader).context("a follower")?;
+    c.kill(lagger).await?;
+    let alive: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != lagger).collect();
+    let mut last = BTreeMap::new();
+    for g in groups {
+        let mut acks = Vec::new();
+        for i in 0..writes {
+            acks.push(write(c, &alive, *g, records(&format!("w{i}"), 2)).await?);
+        }
+        let top = acks.iter().map(|a| a.index).max().context("acks")?;
+        // Trim everything but the last few entries on the live replicas.
+        let trim_to = LogIndex(top.0.saturating_sub(2));
+        for n in &alive {
+            wait_committed(c, *n, *g, top).await?;
+            let reg = c.registry(*n).context("alive")?;
+            reg.group(*g)?.trim(trim_to).await?;
+        }
+        last.insert(*g, (top, trim_to, acks));
+    }
+    c.start(lagger).await?;
+    for g in groups {
+        let (top, trim_to, acks) = &last[g];
+        wait_committed(c, lagger, *g, *top).await?;
+        let reg = c.registry(lagger).context("lagger up")?;
+        let first = reg.group(*g)?.first_index().context("lagger has entries")?;
+        anyhow::ensure!(
+            first <= trim_to.next(),
+            "lagger must hold the retained log from {}",
+            trim_to.next()
+        );
+        check_same(c, &nodes, *g, trim_to.next(), *top, acks).await?;
+    }
+    Ok(())
+}
+
+/// Add a learner, promote it, remove a voter; the group keeps committing and the new
+/// member holds everything.
+pub async fn membership_change(c: &mut impl Cluster, groups: &[GroupId]) -> anyhow::Result<()> {
+    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+    let newcomer = NodeId(4);
+    for n in nodes.iter().chain([&newcomer]) {
+        c.start(*n).await?;
+    }
+    create_groups(c, &nodes, groups).await?;
+    for g in groups {
+        let mut acks = vec![write(c, &nodes, *g, records("m0", 4)).await?];
+        c.create_group(newcomer, *g).await?;
+        let leader = leader_of(c, &nodes, *g).await?;
+        let lg = c.registry(leader).context("leader")?.group(*g)?;
+        lg.add_learner(newcomer, &c.addr(newcomer)).await?;
+        let removed = *nodes.iter().find(|n| **n != leader).context("a follower")?;
+        let voters: BTreeSet<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|n| *n != removed)
+            .chain([newcomer])
+            .collect();
+        lg.change_voters(voters.clone()).await?;
+        let now: Vec<NodeId> = voters.iter().copied().collect();
+        acks.push(write(c, &now, *g, records("m1", 4)).await?);
+        let top = acks.iter().map(|a| a.index).max().context("acks")?;
+        for n in &now {
+            wait_committed(c, *n, *g, top).await?;
+        }
+        check_same(c, &now, *g, LogIndex(1), top, &acks).await?;
+        let m = lg.raft().metrics().borrow().membership_config.clone();
+        let voter_ids: BTreeSet<u64> = m.voter_ids().collect();
+        anyhow::ensure!(
+            voter_ids == voters.iter().map(|n| n.0).collect(),
+            "voters are {voter_ids:?}"
+        );
+    }
+    Ok(())
+}
