@@ -13,6 +13,7 @@ use runnel_proto::v1 as pb;
 use runnel_types::SeqNo;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::client::{Client, answer};
 use crate::consumer::{ConsumerConfig, RecordBatch, ShardReader, StartPosition};
@@ -152,7 +153,9 @@ impl ConsumerGroup {
             control_tx,
             data_tx,
         };
-        let heartbeat = tokio::spawn(hb.run(stop_rx));
+        let span =
+            tracing::info_span!("group", stream, group = %config.group, member = %config.member_id);
+        let heartbeat = tokio::spawn(hb.run(stop_rx).instrument(span));
         ConsumerGroup {
             client,
             stream: stream.to_string(),
@@ -321,8 +324,6 @@ struct Heartbeat {
 
 impl Heartbeat {
     async fn run(self, mut stop: oneshot::Receiver<oneshot::Sender<()>>) {
-        let span = tracing::debug_span!("group", stream = %self.stream, group = %self.config.group, member = %self.config.member_id);
-        let _enter = span.enter();
         let mut last_ok = Instant::now();
         let mut address = self.client.any_endpoint();
         let mut interval = self.config.session_timeout / 3;

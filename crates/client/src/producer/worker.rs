@@ -14,6 +14,7 @@ use runnel_proto::v1 as pb;
 use runnel_types::{HashKey, Record};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::accumulator::{Accumulator, BatchLimits, Entry};
 use super::{ProducerConfig, PutResult};
@@ -112,7 +113,8 @@ pub(super) fn spawn(
         closing: None,
         done_tx,
     };
-    tokio::spawn(worker.run(cmd_rx, done_rx));
+    let span = tracing::debug_span!("producer", stream = %worker.stream);
+    tokio::spawn(worker.run(cmd_rx, done_rx).instrument(span));
 }
 
 struct Worker {
@@ -143,8 +145,6 @@ impl Worker {
         mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
         mut done_rx: mpsc::UnboundedReceiver<Done>,
     ) {
-        let span = tracing::debug_span!("producer", stream = %self.stream);
-        let _enter = span.enter();
         let mut commands_open = true;
         loop {
             self.dispatch();
