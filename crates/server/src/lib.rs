@@ -5,11 +5,14 @@
 //! - [`error`]: [`ServerError`](error::ServerError) and its one conversion to a gRPC status.
 //! - [`iterator`]: shard iterator tokens (self-contained, tagged, expiring).
 //! - [`metrics`]: the Prometheus metrics; [`admin_http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`api`]: the public gRPC services (`runnel.v1`), validation and routing at the edge,
+//!   and the retention task.
 //! - [`telemetry`]: tracing setup.
 //!
 //! *Architecture invariant*: request handlers validate at the edge, route with pure
 //! functions, and do I/O only through the replication layer (`runnel-raft`).
 
+pub mod api;
 pub mod config;
 pub mod context;
 pub mod error;
