@@ -182,10 +182,11 @@ impl ClientError {
     pub fn from_status(status: &tonic::Status, address: &str) -> ClientError {
         let message = status.message().to_string();
         let details = status.details();
-        if !details.is_empty() {
-            if let Ok(detail) = pb::ErrorDetail::decode(details) {
-                return ClientError::from_detail(&detail, message);
-            }
+        if let Some(detail) = Some(details)
+            .filter(|d| !d.is_empty())
+            .and_then(|d| pb::ErrorDetail::decode(d).ok())
+        {
+            return ClientError::from_detail(&detail, message);
         }
         match status.code() {
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {

@@ -149,10 +149,8 @@ impl Worker {
         loop {
             self.dispatch();
             self.resolve_flushes();
-            if !commands_open || self.closing.is_some() {
-                if self.outstanding.is_empty() {
-                    break;
-                }
+            if (!commands_open || self.closing.is_some()) && self.outstanding.is_empty() {
+                break;
             }
             let wake = self.next_wakeup().map(|d| self.start + d);
             let sleep_until = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
