@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use runnel_log::Disk;
 use runnel_nodemeta::{MetaStore, NodeMeta};
+use runnel_proto::internal::v1::meta_server::MetaServer;
+use runnel_proto::internal::v1::raft_transport_server::RaftTransportServer;
 use runnel_raft::{RaftTimings, Registry, RegistryConfig};
 use runnel_types::NodeId;
 use tokio::sync::oneshot;
@@ -161,8 +163,8 @@ fn serve(
 ) -> Result<(oneshot::Sender<()>, JoinHandle<()>), ServerError> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
-        .add_service(ctx.registry.service().into_server())
-        .add_service(MetaService::new(ctx.placement.clone()));
+        .add_service(RaftTransportServer::new(ctx.registry.service()))
+        .add_service(MetaServer::new(MetaService::new(ctx.placement.clone())));
     // HOOK(api): the public services are added here once `crate::api` exists:
     // `let router = crate::api::add_services(router, ctx.clone());`
     let listen = config.listen;

@@ -8,11 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use runnel_meta::{Command, NodeLabels};
 use runnel_proto::internal::v1::meta_client::MetaClient;
-use runnel_proto::internal::v1::meta_server::{Meta, MetaServer};
+use runnel_proto::internal::v1::meta_server::Meta;
 use runnel_proto::internal::v1::{JoinRequest, JoinResponse, ProposeRequest, ProposeResponse};
 use runnel_types::{GroupId, LogIndex, NodeId};
 use tokio::sync::Mutex;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -38,8 +38,10 @@ pub struct MetaService {
 }
 
 impl MetaService {
-    pub fn new(placement: Arc<Placement>) -> MetaServer<MetaService> {
-        MetaServer::new(MetaService { placement })
+    /// Wrap it in `MetaServer::new` to serve it (the server type differs under madsim,
+    /// so it is built where it is added).
+    pub fn new(placement: Arc<Placement>) -> MetaService {
+        MetaService { placement }
     }
 }
 
@@ -187,7 +189,7 @@ impl Forwarder {
 
 /// Connects to a peer's gRPC port.
 pub async fn connect(addr: &str) -> Result<MetaClient<Channel>, ServerError> {
-    let endpoint = Channel::from_shared(format!("http://{addr}"))
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| ServerError::Internal(format!("bad peer address {addr:?}: {e}")))?
         .connect_timeout(Duration::from_secs(3));
     let channel = endpoint
