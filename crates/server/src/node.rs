@@ -165,8 +165,7 @@ fn serve(
     let router = tonic::transport::Server::builder()
         .add_service(RaftTransportServer::new(ctx.registry.service()))
         .add_service(MetaServer::new(MetaService::new(ctx.placement.clone())));
-    // HOOK(api): the public services are added here once `crate::api` exists:
-    // `let router = crate::api::add_services(router, ctx.clone());`
+    let router = crate::api::add_services(router, ctx.clone());
     let listen = config.listen;
     let me = ctx.node_id;
     let task = tokio::spawn(async move {
