@@ -43,30 +43,74 @@ async fn handle(mut conn: TcpStream, state: &AdminState) -> std::io::Result<()> 
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > REQUEST_HEAD_BYTES_MAX {
-            return respond(&mut conn, "431 Request Header Fields Too Large", "text/plain", "request head too large\n").await;
+            return respond(
+                &mut conn,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request head too large\n",
+            )
+            .await;
         }
     }
     let line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split(' ');
-    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let path = path.split('?').next().unwrap_or_default();
     match (method, path) {
         ("GET", "/metrics") => {
             let body = crate::metrics::render(&state.registry);
-            respond(&mut conn, "200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", &body).await
+            respond(
+                &mut conn,
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &body,
+            )
+            .await
         }
         ("GET", "/healthz") => respond(&mut conn, "200 OK", "text/plain", "ok\n").await,
         ("GET", "/readyz") if state.ready.load(Ordering::Relaxed) => {
             respond(&mut conn, "200 OK", "text/plain", "ready\n").await
         }
-        ("GET", "/readyz") => respond(&mut conn, "503 Service Unavailable", "text/plain", "not ready\n").await,
-        ("GET", _) => respond(&mut conn, "404 Not Found", "text/plain", "try /metrics, /healthz or /readyz\n").await,
-        _ => respond(&mut conn, "405 Method Not Allowed", "text/plain", "only GET\n").await,
+        ("GET", "/readyz") => {
+            respond(
+                &mut conn,
+                "503 Service Unavailable",
+                "text/plain",
+                "not ready\n",
+            )
+            .await
+        }
+        ("GET", _) => {
+            respond(
+                &mut conn,
+                "404 Not Found",
+                "text/plain",
+                "try /metrics, /healthz or /readyz\n",
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut conn,
+                "405 Method Not Allowed",
+                "text/plain",
+                "only GET\n",
+            )
+            .await
+        }
     }
 }
 
-async fn respond(conn: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+async fn respond(
+    conn: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -82,7 +126,9 @@ mod tests {
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {
         let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let mut out = String::new();
         c.read_to_string(&mut out).await.unwrap();
         out
@@ -94,12 +140,22 @@ mod tests {
         let ready = Arc::new(AtomicBool::new(false));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, AdminState { registry: Arc::new(registry), ready: ready.clone() }));
+        tokio::spawn(serve(
+            listener,
+            AdminState {
+                registry: Arc::new(registry),
+                ready: ready.clone(),
+            },
+        ));
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         ready.store(true, Ordering::Relaxed);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
-        assert!(get(addr, "/metrics").await.contains("runnel_under_replicated_shards"));
+        assert!(
+            get(addr, "/metrics")
+                .await
+                .contains("runnel_under_replicated_shards")
+        );
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
     }
 }

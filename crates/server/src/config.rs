@@ -114,22 +114,42 @@ pub struct Config {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the config file {path} is not valid: {message}")]
     ParseFile { path: PathBuf, message: String },
     #[error("invalid --{flag} {value:?}: {problem}")]
-    Invalid { flag: &'static str, value: String, problem: String },
+    Invalid {
+        flag: &'static str,
+        value: String,
+        problem: String,
+    },
 }
 
-fn invalid(flag: &'static str, value: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { flag, value: value.into(), problem: problem.into() }
+fn invalid(
+    flag: &'static str,
+    value: impl Into<String>,
+    problem: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        value: value.into(),
+        problem: problem.into(),
+    }
 }
 
 impl Flags {
     /// Reads the TOML file named by `--config`, if any, under the flags.
     pub fn with_file(self) -> Result<Flags, ConfigError> {
-        let Some(path) = self.config.clone() else { return Ok(self) };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?;
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
         let file = parse_toml(&path, &text)?;
         Ok(self.over(file))
     }
@@ -145,7 +165,11 @@ impl Flags {
             data_dir: self.data_dir.or(file.data_dir),
             initial_cluster: self.initial_cluster.or(file.initial_cluster),
             join: self.join.or(file.join),
-            labels: if self.labels.is_empty() { file.labels } else { self.labels },
+            labels: if self.labels.is_empty() {
+                file.labels
+            } else {
+                self.labels
+            },
             config: self.config,
             log_format: self.log_format.or(file.log_format),
             default_replication: self.default_replication.or(file.default_replication),
@@ -156,14 +180,17 @@ impl Flags {
     /// `--node-id-from-hostname`.
     pub fn resolve(self, hostname: impl FnOnce() -> Option<String>) -> Result<Config, ConfigError> {
         let node_id = self.resolve_node_id(hostname)?;
-        let listen = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default parses"));
+        let listen = self
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default parses"));
         let advertise = self.advertise.clone().unwrap_or_else(|| listen.to_string());
         check_host_port("advertise", &advertise)?;
         let bootstrap = match (&self.initial_cluster, &self.join) {
             (Some(_), Some(_)) => {
                 // Both given: a listed id bootstraps, any other joins (the Helm chart
                 // passes both to every pod).
-                let members = parse_initial_cluster(self.initial_cluster.as_deref().unwrap_or_default())?;
+                let members =
+                    parse_initial_cluster(self.initial_cluster.as_deref().unwrap_or_default())?;
                 if members.contains_key(&node_id) {
                     Bootstrap::Initial(members)
                 } else {
@@ -182,25 +209,39 @@ impl Flags {
                 return Err(invalid(
                     "initial-cluster",
                     self.initial_cluster.clone().unwrap_or_default(),
-                    format!("it does not list this node ({node_id}); add it, or use --join to join a running cluster"),
+                    format!(
+                        "it does not list this node ({node_id}); add it, or use --join to join a running cluster"
+                    ),
                 ));
             }
         }
         let single = matches!(&bootstrap, Bootstrap::Initial(m) if m.len() == 1);
-        let default_replication = self.default_replication.unwrap_or(if single { 1 } else { 3 });
-        if default_replication == 0 || default_replication > runnel_types::limits::REPLICATION_FACTOR_MAX {
+        let default_replication = self
+            .default_replication
+            .unwrap_or(if single { 1 } else { 3 });
+        if default_replication == 0
+            || default_replication > runnel_types::limits::REPLICATION_FACTOR_MAX
+        {
             return Err(invalid(
                 "default-replication",
                 default_replication.to_string(),
-                format!("must be between 1 and {}", runnel_types::limits::REPLICATION_FACTOR_MAX),
+                format!(
+                    "must be between 1 and {}",
+                    runnel_types::limits::REPLICATION_FACTOR_MAX
+                ),
             ));
         }
         Ok(Config {
             node_id,
             listen,
             advertise,
-            admin_listen: self.admin_listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("default parses")),
-            data_dir: self.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            admin_listen: self
+                .admin_listen
+                .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("default parses")),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             bootstrap,
             labels: parse_labels(&self.labels)?,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
@@ -208,7 +249,10 @@ impl Flags {
         })
     }
 
-    fn resolve_node_id(&self, hostname: impl FnOnce() -> Option<String>) -> Result<NodeId, ConfigError> {
+    fn resolve_node_id(
+        &self,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<NodeId, ConfigError> {
         if self.node_id_from_hostname {
             let host = hostname().unwrap_or_default();
             return node_id_from_hostname(&host);
@@ -221,7 +265,10 @@ impl Flags {
 }
 
 fn parse_toml(path: &Path, text: &str) -> Result<Flags, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::ParseFile { path: path.to_path_buf(), message: e.to_string() })
+    toml::from_str(text).map_err(|e| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// `runnel-2` → node 3: a StatefulSet's pod ordinal plus one, since node ids start at 1.
@@ -240,8 +287,14 @@ pub fn node_id_from_hostname(host: &str) -> Result<NodeId, ConfigError> {
 
 fn check_host_port(flag: &'static str, v: &str) -> Result<(), ConfigError> {
     match v.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
-        _ => Err(invalid(flag, v, "expected host:port, for example 10.0.0.5:7100")),
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(invalid(
+            flag,
+            v,
+            "expected host:port, for example 10.0.0.5:7100",
+        )),
     }
 }
 
@@ -250,18 +303,27 @@ fn check_host_port(flag: &'static str, v: &str) -> Result<(), ConfigError> {
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
     let mut out = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('=')
-            .ok_or_else(|| invalid("initial-cluster", s, format!("{part:?} is not id=host:port")))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&i| i > 0)
-            .ok_or_else(|| invalid("initial-cluster", s, format!("{id:?} is not a node id (a positive integer)")))?;
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            invalid(
+                "initial-cluster",
+                s,
+                format!("{part:?} is not id=host:port"),
+            )
+        })?;
+        let id: u64 = id.trim().parse().ok().filter(|&i| i > 0).ok_or_else(|| {
+            invalid(
+                "initial-cluster",
+                s,
+                format!("{id:?} is not a node id (a positive integer)"),
+            )
+        })?;
         check_host_port("initial-cluster", addr.trim())?;
         if out.insert(NodeId(id), addr.trim().to_string()).is_some() {
-            return Err(invalid("initial-cluster", s, format!("node {id} is listed twice")));
+            return Err(invalid(
+                "initial-cluster",
+                s,
+                format!("node {id} is listed twice"),
+            ));
         }
     }
     if out.is_empty() {
@@ -271,7 +333,10 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, Config
         return Err(invalid(
             "initial-cluster",
             s,
-            format!("it lists {} nodes; the meta group has 1, 3 or 5 voters", out.len()),
+            format!(
+                "it lists {} nodes; the meta group has 1, 3 or 5 voters",
+                out.len()
+            ),
         ));
     }
     Ok(out)
@@ -280,7 +345,9 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, Config
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut out = BTreeMap::new();
     for l in labels {
-        let (k, v) = l.split_once('=').ok_or_else(|| invalid("label", l, "expected key=value"))?;
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| invalid("label", l, "expected key=value"))?;
         if k.is_empty() || k.len() > 63 {
             return Err(invalid("label", l, "the key must be 1 to 63 characters"));
         }
@@ -310,21 +377,36 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7100");
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1:7180");
         assert_eq!(c.data_dir, PathBuf::from("./runnel-data"));
-        assert_eq!(c.bootstrap, Bootstrap::Initial(BTreeMap::from([(NodeId(1), "127.0.0.1:7100".into())])));
+        assert_eq!(
+            c.bootstrap,
+            Bootstrap::Initial(BTreeMap::from([(NodeId(1), "127.0.0.1:7100".into())]))
+        );
         assert_eq!(c.default_replication, 1);
     }
 
     #[test]
     fn three_node_flags() {
         let c = flags(&[
-            "--node-id", "2", "--listen", "0.0.0.0:7200", "--advertise", "n2:7200",
-            "--initial-cluster", "1=n1:7100, 2=n2:7200,3=n3:7300", "--label", "zone=a", "--label", "rack=r1",
+            "--node-id",
+            "2",
+            "--listen",
+            "0.0.0.0:7200",
+            "--advertise",
+            "n2:7200",
+            "--initial-cluster",
+            "1=n1:7100, 2=n2:7200,3=n3:7300",
+            "--label",
+            "zone=a",
+            "--label",
+            "rack=r1",
         ])
         .resolve(|| None)
         .unwrap();
         assert_eq!(c.node_id, NodeId(2));
         assert_eq!(c.advertise, "n2:7200");
-        let Bootstrap::Initial(m) = &c.bootstrap else { panic!("{:?}", c.bootstrap) };
+        let Bootstrap::Initial(m) = &c.bootstrap else {
+            panic!("{:?}", c.bootstrap)
+        };
         assert_eq!(m.len(), 3);
         assert_eq!(c.default_replication, 3);
         assert_eq!(c.labels.get("zone").map(String::as_str), Some("a"));
@@ -332,13 +414,24 @@ mod tests {
 
     #[test]
     fn initial_cluster_and_join_together_pick_by_membership() {
-        let both = ["--initial-cluster", "1=a:1,2=b:1,3=c:1", "--join", "svc:7100"];
+        let both = [
+            "--initial-cluster",
+            "1=a:1,2=b:1,3=c:1",
+            "--join",
+            "svc:7100",
+        ];
         let mut args = vec!["--node-id", "4"];
         args.extend(both);
-        assert_eq!(flags(&args).resolve(|| None).unwrap().bootstrap, Bootstrap::Join("svc:7100".into()));
+        assert_eq!(
+            flags(&args).resolve(|| None).unwrap().bootstrap,
+            Bootstrap::Join("svc:7100".into())
+        );
         let mut args = vec!["--node-id", "2"];
         args.extend(both);
-        assert!(matches!(flags(&args).resolve(|| None).unwrap().bootstrap, Bootstrap::Initial(_)));
+        assert!(matches!(
+            flags(&args).resolve(|| None).unwrap().bootstrap,
+            Bootstrap::Initial(_)
+        ));
     }
 
     #[test]
@@ -348,7 +441,10 @@ mod tests {
             (&["--initial-cluster", "1=a:1,2=b:1"], "1, 3 or 5"),
             (&["--initial-cluster", "x=a:1"], "not a node id"),
             (&["--initial-cluster", "1=a"], "host:port"),
-            (&["--node-id", "9", "--initial-cluster", "1=a:1"], "does not list this node"),
+            (
+                &["--node-id", "9", "--initial-cluster", "1=a:1"],
+                "does not list this node",
+            ),
             (&["--join", "nope"], "--join"),
             (&["--label", "novalue"], "key=value"),
             (&["--default-replication", "9"], "between 1 and 5"),
@@ -362,9 +458,19 @@ mod tests {
     #[test]
     fn node_id_from_hostname_reads_the_ordinal() {
         assert_eq!(node_id_from_hostname("runnel-0").unwrap(), NodeId(1));
-        assert_eq!(node_id_from_hostname("my-runnel-12.runnel-headless.ns.svc").unwrap(), NodeId(13));
-        assert!(node_id_from_hostname("runnel").unwrap_err().to_string().contains("--node-id"));
-        let c = flags(&["--node-id-from-hostname"]).resolve(|| Some("runnel-2".into())).unwrap();
+        assert_eq!(
+            node_id_from_hostname("my-runnel-12.runnel-headless.ns.svc").unwrap(),
+            NodeId(13)
+        );
+        assert!(
+            node_id_from_hostname("runnel")
+                .unwrap_err()
+                .to_string()
+                .contains("--node-id")
+        );
+        let c = flags(&["--node-id-from-hostname"])
+            .resolve(|| Some("runnel-2".into()))
+            .unwrap();
         assert_eq!(c.node_id, NodeId(3));
     }
 
@@ -375,7 +481,10 @@ mod tests {
             "node-id = 3\nadmin-listen = \"0.0.0.0:9000\"\ninitial-cluster = \"\"\"\n1=a:1,\n2=b:1,\n3=c:1\n\"\"\"\n",
         )
         .unwrap();
-        let c = flags(&["--node-id", "2"]).over(file).resolve(|| None).unwrap();
+        let c = flags(&["--node-id", "2"])
+            .over(file)
+            .resolve(|| None)
+            .unwrap();
         assert_eq!(c.node_id, NodeId(2));
         assert_eq!(c.admin_listen.to_string(), "0.0.0.0:9000");
         assert!(matches!(c.bootstrap, Bootstrap::Initial(ref m) if m.len() == 3));
@@ -383,7 +492,9 @@ mod tests {
 
     #[test]
     fn unknown_file_keys_are_refused() {
-        let err = parse_toml(Path::new("t.toml"), "nodeid = 3\n").unwrap_err().to_string();
+        let err = parse_toml(Path::new("t.toml"), "nodeid = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nodeid"), "{err}");
     }
 }

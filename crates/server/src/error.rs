@@ -18,10 +18,17 @@ pub const RETRY_AFTER_MS_NO_LEADER: u64 = 200;
 #[derive(Debug, Error)]
 pub enum ServerError {
     #[error("this node does not lead {what}; {}", hint_text(leader))]
-    NotLeader { what: String, leader: Option<(NodeId, String)> },
+    NotLeader {
+        what: String,
+        leader: Option<(NodeId, String)>,
+    },
 
     #[error("invalid {field}: {problem}")]
-    InvalidArgument { field: String, problem: String, limit: Option<String> },
+    InvalidArgument {
+        field: String,
+        problem: String,
+        limit: Option<String>,
+    },
 
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
@@ -33,7 +40,11 @@ pub enum ServerError {
     Iterator(#[from] crate::iterator::IteratorError),
 
     #[error("stream {name:?} is {status}, not ACTIVE: {what_to_do}")]
-    StreamNotActive { name: String, status: &'static str, what_to_do: &'static str },
+    StreamNotActive {
+        name: String,
+        status: &'static str,
+        what_to_do: &'static str,
+    },
 
     #[error("shard {shard} is closed: refresh the shard map (ListShards) and route again")]
     ShardClosed { shard: String },
@@ -48,7 +59,11 @@ pub enum ServerError {
     Throttled { what: String, retry_after_ms: u64 },
 
     #[error("{what} is unavailable: {reason}; retry after {retry_after_ms} ms")]
-    Unavailable { what: String, reason: String, retry_after_ms: u64 },
+    Unavailable {
+        what: String,
+        reason: String,
+        retry_after_ms: u64,
+    },
 
     #[error("member does not hold the lease: {0}")]
     LeaseLost(String),
@@ -66,11 +81,23 @@ fn hint_text(leader: &Option<(NodeId, String)>) -> String {
 
 impl ServerError {
     pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ServerError {
-        ServerError::InvalidArgument { field: field.into(), problem: problem.into(), limit: None }
+        ServerError::InvalidArgument {
+            field: field.into(),
+            problem: problem.into(),
+            limit: None,
+        }
     }
 
-    pub fn invalid_limit(field: impl Into<String>, problem: impl Into<String>, limit: impl Into<String>) -> ServerError {
-        ServerError::InvalidArgument { field: field.into(), problem: problem.into(), limit: Some(limit.into()) }
+    pub fn invalid_limit(
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        limit: impl Into<String>,
+    ) -> ServerError {
+        ServerError::InvalidArgument {
+            field: field.into(),
+            problem: problem.into(),
+            limit: Some(limit.into()),
+        }
     }
 
     /// The stable code a client matches on, and the gRPC status code that carries it.
@@ -101,17 +128,29 @@ impl ServerError {
     /// The structured detail that goes into the status.
     pub fn detail(&self) -> ErrorDetail {
         let (code, _) = self.codes();
-        let mut d = ErrorDetail { code: code as i32, ..Default::default() };
+        let mut d = ErrorDetail {
+            code: code as i32,
+            ..Default::default()
+        };
         match self {
-            ServerError::NotLeader { leader: Some((id, addr)), .. } => {
-                d.leader = Some(LeaderHint { node_id: id.0, address: addr.clone() });
+            ServerError::NotLeader {
+                leader: Some((id, addr)),
+                ..
+            } => {
+                d.leader = Some(LeaderHint {
+                    node_id: id.0,
+                    address: addr.clone(),
+                });
             }
-            ServerError::NotLeader { leader: None, .. } => d.retry_after_ms = RETRY_AFTER_MS_NO_LEADER,
+            ServerError::NotLeader { leader: None, .. } => {
+                d.retry_after_ms = RETRY_AFTER_MS_NO_LEADER
+            }
             ServerError::InvalidArgument { field, limit, .. } => {
                 d.field = field.clone();
                 d.limit = limit.clone().unwrap_or_default();
             }
-            ServerError::Throttled { retry_after_ms, .. } | ServerError::Unavailable { retry_after_ms, .. } => {
+            ServerError::Throttled { retry_after_ms, .. }
+            | ServerError::Unavailable { retry_after_ms, .. } => {
                 d.retry_after_ms = *retry_after_ms;
             }
             _ => {}
@@ -131,18 +170,29 @@ impl From<ServerError> for Status {
 impl From<MetaError> for ServerError {
     fn from(e: MetaError) -> ServerError {
         match e {
-            MetaError::InvalidArgument { field, value, limit } => ServerError::InvalidArgument {
+            MetaError::InvalidArgument {
+                field,
+                value,
+                limit,
+            } => ServerError::InvalidArgument {
                 field: field.to_string(),
                 problem: format!("{value} is out of range ({limit})"),
                 limit: Some(limit),
             },
-            MetaError::AlreadyExists { kind, name, .. } => ServerError::AlreadyExists { kind, name },
+            MetaError::AlreadyExists { kind, name, .. } => {
+                ServerError::AlreadyExists { kind, name }
+            }
             MetaError::NotFound { kind, name } => ServerError::NotFound { kind, name },
             e @ (MetaError::LeaseNotHeld { .. } | MetaError::CheckpointRegression { .. }) => {
                 ServerError::LeaseLost(e.to_string())
             }
-            MetaError::FailedPrecondition { what, reason } => ServerError::FailedPrecondition { what, reason },
-            e => ServerError::FailedPrecondition { what: "the request".into(), reason: e.to_string() },
+            MetaError::FailedPrecondition { what, reason } => {
+                ServerError::FailedPrecondition { what, reason }
+            }
+            e => ServerError::FailedPrecondition {
+                what: "the request".into(),
+                reason: e.to_string(),
+            },
         }
     }
 }
@@ -151,7 +201,10 @@ impl From<runnel_raft::Error> for ServerError {
     fn from(e: runnel_raft::Error) -> ServerError {
         use runnel_raft::Error as R;
         match e {
-            R::NotLeader { group, leader } => ServerError::NotLeader { what: format!("group {group}"), leader },
+            R::NotLeader { group, leader } => ServerError::NotLeader {
+                what: format!("group {group}"),
+                leader,
+            },
             R::UnknownGroup { group, node } => ServerError::NotLeader {
                 what: format!("group {group} (node {node} holds no replica of it)"),
                 leader: None,
@@ -178,7 +231,10 @@ mod tests {
 
     #[test]
     fn not_leader_carries_the_hint_in_the_details() {
-        let e = ServerError::NotLeader { what: "shard 3".into(), leader: Some((NodeId(2), "n2:7100".into())) };
+        let e = ServerError::NotLeader {
+            what: "shard 3".into(),
+            leader: Some((NodeId(2), "n2:7100".into())),
+        };
         let status = Status::from(e);
         assert_eq!(status.code(), Code::Unavailable);
         let d = ErrorDetail::decode(status.details()).unwrap();
@@ -193,6 +249,9 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("records[3].partition_key"));
         let d = ErrorDetail::decode(status.details()).unwrap();
-        assert_eq!((d.field.as_str(), d.limit.as_str()), ("records[3].partition_key", "256 bytes"));
+        assert_eq!(
+            (d.field.as_str(), d.limit.as_str()),
+            ("records[3].partition_key", "256 bytes")
+        );
     }
 }

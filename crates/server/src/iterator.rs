@@ -45,16 +45,25 @@ pub struct ShardIterator {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum IteratorError {
-    #[error("the shard iterator expired {ago_ms} ms ago (iterators last 5 minutes): get a new one with GetShardIterator")]
+    #[error(
+        "the shard iterator expired {ago_ms} ms ago (iterators last 5 minutes): get a new one with GetShardIterator"
+    )]
     Expired { ago_ms: u64 },
-    #[error("the shard iterator is not valid: {reason}; pass the token GetShardIterator or GetRecords returned, unchanged")]
+    #[error(
+        "the shard iterator is not valid: {reason}; pass the token GetShardIterator or GetRecords returned, unchanged"
+    )]
     Invalid { reason: &'static str },
 }
 
 impl ShardIterator {
     /// A new iterator that expires [`ITERATOR_TTL_MS`] after `now_ms`.
     pub fn new(stream: StreamName, shard: ShardId, next: SeqNo, now_ms: u64) -> ShardIterator {
-        ShardIterator { stream, shard, next, expires_ms: now_ms.saturating_add(ITERATOR_TTL_MS) }
+        ShardIterator {
+            stream,
+            shard,
+            next,
+            expires_ms: now_ms.saturating_add(ITERATOR_TTL_MS),
+        }
     }
 
     pub fn encode(&self, key: &IteratorKey) -> String {
@@ -73,7 +82,11 @@ impl ShardIterator {
 
     /// Decodes and checks a token: its tag first (so nothing of a forged token is
     /// trusted), then its expiry against `now_ms`.
-    pub fn decode(text: &str, key: &IteratorKey, now_ms: u64) -> Result<ShardIterator, IteratorError> {
+    pub fn decode(
+        text: &str,
+        key: &IteratorKey,
+        now_ms: u64,
+    ) -> Result<ShardIterator, IteratorError> {
         let invalid = |reason| IteratorError::Invalid { reason };
         if text.is_empty() {
             return Err(invalid("it is empty"));
@@ -81,30 +94,47 @@ impl ShardIterator {
         if text.len() > TOKEN_TEXT_LEN_MAX {
             return Err(invalid("it is too long"));
         }
-        let buf = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid("it is not URL-safe base64"))?;
+        let buf = URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| invalid("it is not URL-safe base64"))?;
         if buf.len() < 1 + 8 + 16 + 8 + 1 + TAG_LEN {
             return Err(invalid("it is too short"));
         }
         let (body, got_tag) = buf.split_at(buf.len() - TAG_LEN);
         if tag(key, body) != got_tag {
-            return Err(invalid("its integrity tag does not match (altered, or issued by another cluster)"));
+            return Err(invalid(
+                "its integrity tag does not match (altered, or issued by another cluster)",
+            ));
         }
         if body[0] != TOKEN_V1 {
             return Err(invalid("its format version is unknown"));
         }
-        let u64_at = |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().expect("8-byte slice"));
+        let u64_at =
+            |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().expect("8-byte slice"));
         let shard = ShardId(u64_at(1));
-        let next = SeqNo(u128::from_be_bytes(body[9..25].try_into().expect("16-byte slice")));
+        let next = SeqNo(u128::from_be_bytes(
+            body[9..25].try_into().expect("16-byte slice"),
+        ));
         let expires_ms = u64_at(25);
         let name_len = body[33] as usize;
-        let name = body.get(34..34 + name_len).filter(|_| body.len() == 34 + name_len);
+        let name = body
+            .get(34..34 + name_len)
+            .filter(|_| body.len() == 34 + name_len);
         let name = name.ok_or(invalid("its stream name has the wrong length"))?;
-        let name = std::str::from_utf8(name).map_err(|_| invalid("its stream name is not UTF-8"))?;
+        let name =
+            std::str::from_utf8(name).map_err(|_| invalid("its stream name is not UTF-8"))?;
         let stream = StreamName::new(name).map_err(|_| invalid("its stream name is not valid"))?;
         if now_ms > expires_ms {
-            return Err(IteratorError::Expired { ago_ms: now_ms - expires_ms });
+            return Err(IteratorError::Expired {
+                ago_ms: now_ms - expires_ms,
+            });
         }
-        Ok(ShardIterator { stream, shard, next, expires_ms })
+        Ok(ShardIterator {
+            stream,
+            shard,
+            next,
+            expires_ms,
+        })
     }
 }
 
@@ -122,14 +152,22 @@ mod tests {
     const KEY: IteratorKey = IteratorKey([7; 16]);
 
     fn it() -> ShardIterator {
-        ShardIterator::new(StreamName::new("orders").unwrap(), ShardId(3), SeqNo::new(LogIndex(42), 9), 1_000)
+        ShardIterator::new(
+            StreamName::new("orders").unwrap(),
+            ShardId(3),
+            SeqNo::new(LogIndex(42), 9),
+            1_000,
+        )
     }
 
     #[test]
     fn round_trips_until_expiry() {
         let tok = it().encode(&KEY);
         assert_eq!(ShardIterator::decode(&tok, &KEY, 1_000).unwrap(), it());
-        assert_eq!(ShardIterator::decode(&tok, &KEY, 1_000 + ITERATOR_TTL_MS).unwrap(), it());
+        assert_eq!(
+            ShardIterator::decode(&tok, &KEY, 1_000 + ITERATOR_TTL_MS).unwrap(),
+            it()
+        );
         assert_eq!(
             ShardIterator::decode(&tok, &KEY, 1_001 + ITERATOR_TTL_MS),
             Err(IteratorError::Expired { ago_ms: 1 })
@@ -150,14 +188,26 @@ mod tests {
             let mut bad = raw.clone();
             bad[i] ^= 0x01;
             let tok = URL_SAFE_NO_PAD.encode(&bad);
-            assert!(matches!(ShardIterator::decode(&tok, &KEY, 1_000), Err(IteratorError::Invalid { .. })), "byte {i}");
+            assert!(
+                matches!(
+                    ShardIterator::decode(&tok, &KEY, 1_000),
+                    Err(IteratorError::Invalid { .. })
+                ),
+                "byte {i}"
+            );
         }
     }
 
     #[test]
     fn garbage_is_refused_without_panic() {
         for bad in ["", "!!!", "AAAA", &"A".repeat(600), "€uro"] {
-            assert!(matches!(ShardIterator::decode(bad, &KEY, 0), Err(IteratorError::Invalid { .. })), "{bad:?}");
+            assert!(
+                matches!(
+                    ShardIterator::decode(bad, &KEY, 0),
+                    Err(IteratorError::Invalid { .. })
+                ),
+                "{bad:?}"
+            );
         }
         let too_short = URL_SAFE_NO_PAD.encode([1u8; 40]);
         assert!(ShardIterator::decode(&too_short, &KEY, 0).is_err());

@@ -79,19 +79,71 @@ impl Metrics {
             fsync_duration: latency_histogram(),
         };
         let mut r = Registry::with_prefix("runnel");
-        r.register("requests", "Requests by operation and gRPC code", m.requests.clone());
-        r.register("request_bytes", "Request payload bytes by operation", m.request_bytes.clone());
-        r.register("request_duration_seconds", "Request latency by operation", m.request_duration.clone());
-        r.register("records_appended", "Records committed by shards this node leads", m.records_appended.clone());
-        r.register("raft_elections", "Elections this node started or won", m.elections.clone());
-        r.register("shards", "Shard replicas on this node by role", m.shards.clone());
-        r.register("shard_commit_lag_entries", "Entries a replica is behind its leader", m.commit_lag.clone());
-        r.register("under_replicated_shards", "Shards with fewer live replicas than desired", m.under_replicated.clone());
-        r.register("leaderless_shards", "Shards with no leader", m.leaderless.clone());
-        r.register("node_up", "1 when the meta leader sees the node up (meta leader only)", m.node_up.clone());
-        r.register("disk_used_bytes", "Bytes used on the data directory's filesystem", m.disk_used.clone());
-        r.register("disk_free_bytes", "Bytes free on the data directory's filesystem", m.disk_free.clone());
-        r.register("fsync_duration_seconds", "Latency of log fsyncs", m.fsync_duration.clone());
+        r.register(
+            "requests",
+            "Requests by operation and gRPC code",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_bytes",
+            "Request payload bytes by operation",
+            m.request_bytes.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Request latency by operation",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "records_appended",
+            "Records committed by shards this node leads",
+            m.records_appended.clone(),
+        );
+        r.register(
+            "raft_elections",
+            "Elections this node started or won",
+            m.elections.clone(),
+        );
+        r.register(
+            "shards",
+            "Shard replicas on this node by role",
+            m.shards.clone(),
+        );
+        r.register(
+            "shard_commit_lag_entries",
+            "Entries a replica is behind its leader",
+            m.commit_lag.clone(),
+        );
+        r.register(
+            "under_replicated_shards",
+            "Shards with fewer live replicas than desired",
+            m.under_replicated.clone(),
+        );
+        r.register(
+            "leaderless_shards",
+            "Shards with no leader",
+            m.leaderless.clone(),
+        );
+        r.register(
+            "node_up",
+            "1 when the meta leader sees the node up (meta leader only)",
+            m.node_up.clone(),
+        );
+        r.register(
+            "disk_used_bytes",
+            "Bytes used on the data directory's filesystem",
+            m.disk_used.clone(),
+        );
+        r.register(
+            "disk_free_bytes",
+            "Bytes free on the data directory's filesystem",
+            m.disk_free.clone(),
+        );
+        r.register(
+            "fsync_duration_seconds",
+            "Latency of log fsyncs",
+            m.fsync_duration.clone(),
+        );
         (m, r)
     }
 }
@@ -111,8 +163,15 @@ mod tests {
     #[test]
     fn dashboard_names_are_exported() {
         let (m, r) = Metrics::new();
-        m.requests.get_or_create(&OpCode { op: "PutRecords", code: "OK" }).inc();
-        m.request_duration.get_or_create(&Op { op: "PutRecords" }).observe(0.002);
+        m.requests
+            .get_or_create(&OpCode {
+                op: "PutRecords",
+                code: "OK",
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&Op { op: "PutRecords" })
+            .observe(0.002);
         m.shards.get_or_create(&Role { role: "leader" }).set(4);
         let text = render(&r);
         for name in [
