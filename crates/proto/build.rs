@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
+    // The descriptor set feeds gRPC server reflection (grpcurl without .proto files).
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_build::configure()
+        .file_descriptor_set_path(out_dir.join("runnel_descriptor.bin"))
         // Entry payloads are record batches: share memory rather than copy.
         .bytes(["."])
         .compile_protos(&files, &[root])?;

@@ -21,3 +21,14 @@ pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("runnel.v1");
 }
+
+/// The standard gRPC health checking protocol (`grpc.health.v1`).
+pub mod health {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("grpc.health.v1");
+}
+
+/// Every message and service above as an encoded `FileDescriptorSet`, for gRPC server
+/// reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/runnel_descriptor.bin"));

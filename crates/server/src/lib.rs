@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod health;
 pub mod iterator;
 pub mod metrics;
 pub mod node;

@@ -51,6 +51,8 @@ pub struct NodeHandle {
     pub ctx: Arc<NodeContext>,
     /// `/readyz` answers 200 while set.
     pub ready: Arc<AtomicBool>,
+    /// Set when shutdown begins: gRPC health then answers NOT_SERVING.
+    stopping: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
     server_stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
@@ -119,7 +121,8 @@ async fn start_inner(
     let meta_committed = meta_group.committed();
     let needs_join = matches!(config.bootstrap, Bootstrap::Join(_)) && log_is_empty(&meta_group);
     tasks.push(tokio::spawn(applier::run(placement.clone(), meta_group)));
-    let (server_stop, server) = serve(&config, &ctx)?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (server_stop, server) = serve(&config, &ctx, &stopping)?;
     if let (true, Bootstrap::Join(via)) = (needs_join, &config.bootstrap) {
         let t = join(
             placement.clone(),
@@ -150,6 +153,7 @@ async fn start_inner(
     Ok(NodeHandle {
         ctx,
         ready,
+        stopping,
         tasks,
         server_stop: Some(server_stop),
         server: Some(server),
@@ -160,12 +164,24 @@ async fn start_inner(
 fn serve(
     config: &Config,
     ctx: &Arc<NodeContext>,
+    stopping: &Arc<AtomicBool>,
 ) -> Result<(oneshot::Sender<()>, JoinHandle<()>), ServerError> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
+        .add_service(crate::health::HealthService::new(stopping.clone()).into_server())
         .add_service(RaftTransportServer::new(ctx.registry.service()))
         .add_service(MetaServer::new(MetaService::new(ctx.placement.clone())));
     let router = crate::api::add_services(router, ctx.clone());
+    // Server reflection, so that grpcurl works without the .proto files. Real builds
+    // only: tonic-reflection is built against the real tonic.
+    #[cfg(not(madsim))]
+    let router = {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(runnel_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Internal(format!("server reflection: {e}")))?;
+        router.add_service(reflection)
+    };
     let listen = config.listen;
     let me = ctx.node_id;
     let task = tokio::spawn(async move {
@@ -232,6 +248,7 @@ impl NodeHandle {
 
     async fn shutdown_steps(&mut self) {
         self.ready.store(false, Ordering::SeqCst);
+        self.stopping.store(true, Ordering::SeqCst);
         for t in self.tasks.drain(..) {
             t.abort();
         }
