@@ -143,7 +143,15 @@ impl Group {
         from: LogIndex,
         max_bytes: usize,
     ) -> Result<ReadBatches, Error> {
-        let committed = self.committed();
+        let mut committed = self.committed();
+        if runnel_types::planted::enabled(runnel_types::planted::Bug::ReadPastCommit) {
+            // PLANTED BUG (simulation only): read up to the log's tip, committed or not.
+            committed = self
+                .storage
+                .log()
+                .last_entry()
+                .map_or(committed, |e| e.index);
+        }
         let from = from.max(LogIndex(1));
         if from > committed {
             return Ok(ReadBatches {

@@ -178,6 +178,9 @@ impl GroupStorage {
     fn append_sync(&self, entries: &[Entry]) -> Result<(), Error> {
         self.skip_gap(entries)?;
         self.log.append(entries).map_err(|e| self.log_err(e))?;
+        if runnel_types::planted::enabled(runnel_types::planted::Bug::AckBeforeSync) {
+            return Ok(()); // PLANTED BUG (simulation only): acknowledged, never synced
+        }
         self.log.sync().map_err(|e| self.log_err(e))
     }
 
@@ -230,7 +233,8 @@ impl GroupStorage {
     fn truncate_after(&self, last: Option<RaftLogId>) -> Result<(), Error> {
         let from = to_log_index(last.map_or(0, |l| l.index + 1));
         let has_tail = self.log.last_entry().is_some_and(|l| l.index >= from);
-        if has_tail {
+        let planted = runnel_types::planted::enabled(runnel_types::planted::Bug::SkipTruncate);
+        if has_tail && !planted {
             self.log
                 .truncate_suffix(from)
                 .map_err(|e| self.log_err(e))?;

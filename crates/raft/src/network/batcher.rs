@@ -22,6 +22,9 @@ use tracing::{Instrument, debug};
 use crate::network::TransportConfig;
 use crate::network::client::PeerConn;
 
+/// Longest wait for a `BatchAppend` answer; items' own deadlines are shorter.
+const BATCH_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What a batch item's sender gets back: the peer's response, or why there is none.
 pub type ItemResult = Result<pb::AppendEntriesResponse, String>;
 
@@ -41,17 +44,28 @@ async fn run(peer: Arc<PeerConn>, mut rx: mpsc::Receiver<BatchItem>, config: Tra
     let inflight = Arc::new(Semaphore::new(config.inflight_batches_max.max(1)));
     while let Some(first) = rx.recv().await {
         let batch = gather(first, &mut rx, &config).await;
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            return;
-        };
-        let peer = peer.clone();
-        tokio::spawn(
-            async move {
-                send(&peer, batch).await;
-                drop(permit);
+        // A batch's response waits for its slowest item, and an item with entries
+        // waits for an fsync: heartbeats travel in their own batch so that they are
+        // never held up behind another group's disk write.
+        let (writes, heartbeats): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|i| !i.request.entries.is_empty());
+        for part in [writes, heartbeats] {
+            if part.is_empty() {
+                continue;
             }
-            .in_current_span(),
-        );
+            let Ok(permit) = inflight.clone().acquire_owned().await else {
+                return;
+            };
+            let peer = peer.clone();
+            tokio::spawn(
+                async move {
+                    send(&peer, part).await;
+                    drop(permit);
+                }
+                .in_current_span(),
+            );
+        }
     }
 }
 
@@ -91,7 +105,19 @@ async fn send(peer: &PeerConn, batch: Vec<BatchItem>) {
         batch.into_iter().map(|i| (i.request, i.reply)).unzip();
     let n = requests.len();
     debug!(items = n, "sending batch");
-    let result = peer.batch_append(pb::BatchAppendRequest { requests }).await;
+    let started = std::time::Instant::now();
+    // Bounded: a batch that never returns must not hold an in-flight slot forever.
+    let rpc = peer.batch_append(pb::BatchAppendRequest { requests });
+    let result = match crate::runtime::timeout(BATCH_RPC_TIMEOUT, rpc).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("BatchAppend to node {}: timed out", peer.node_id)),
+    };
+    debug!(
+        items = n,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        ok = result.is_ok(),
+        "batch answered"
+    );
     match result {
         Ok(resp) if resp.responses.len() == n => {
             for (reply, r) in replies.into_iter().zip(resp.responses) {

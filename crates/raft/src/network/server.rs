@@ -18,6 +18,9 @@ use crate::network::wire;
 use crate::registry::Hosted;
 use crate::snapshot::ShardSnapshot;
 
+/// Longest a batch waits for one group's AppendEntries.
+const ITEM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The gRPC service over a node's hosted groups.
 pub struct TransportService {
     hosted: Arc<Hosted>,
@@ -28,7 +31,16 @@ impl TransportService {
         TransportService { hosted }
     }
 
+    #[cfg(not(madsim))]
     pub fn into_server(self) -> RaftTransportServer<TransportService> {
+        RaftTransportServer::new(self)
+    }
+
+    /// madsim's generator adds an interceptor parameter.
+    #[cfg(madsim)]
+    pub fn into_server(
+        self,
+    ) -> RaftTransportServer<TransportService, tonic::codegen::IdentityInterceptor> {
         RaftTransportServer::new(self)
     }
 
@@ -44,9 +56,11 @@ impl TransportService {
             Ok(r) => r,
             Err(e) => return wire::group_error(Code::Invalid, e.to_string()),
         };
-        match raft.append_entries(rpc).await {
-            Ok(resp) => wire::append_resp_to_pb(&resp),
-            Err(e) => wire::group_error(Code::Stopped, format!("group {group}: {e}")),
+        // Bounded, so that one stuck group does not hold up its batch's other groups.
+        match crate::runtime::timeout(ITEM_TIMEOUT, raft.append_entries(rpc)).await {
+            Ok(Ok(resp)) => wire::append_resp_to_pb(&resp),
+            Ok(Err(e)) => wire::group_error(Code::Stopped, format!("group {group}: {e}")),
+            Err(_) => wire::group_error(Code::Stopped, format!("group {group}: append timed out")),
         }
     }
 }
