@@ -75,6 +75,12 @@ pub struct Flags {
     #[arg(long, env = "RUNNEL_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 
+    /// Check that the node on this machine answers (GET /healthz on --admin-listen) and
+    /// exit 0 if it does, 1 if not: the container image's health check.
+    #[arg(long)]
+    #[serde(skip)]
+    pub health_check: bool,
+
     /// Replication factor of new streams when a request leaves it out.
     /// Default 3, or 1 on a single-node cluster.
     #[arg(long, env = "RUNNEL_DEFAULT_REPLICATION")]
@@ -171,6 +177,7 @@ impl Flags {
                 self.labels
             },
             config: self.config,
+            health_check: self.health_check,
             log_format: self.log_format.or(file.log_format),
             default_replication: self.default_replication.or(file.default_replication),
         }

@@ -28,13 +28,18 @@ mod real {
     use runnel_server::telemetry;
 
     pub fn main() -> ExitCode {
-        let config = match Flags::parse().with_file().and_then(|f| f.resolve(hostname)) {
+        let flags = Flags::parse();
+        let health_check = flags.health_check;
+        let config = match flags.with_file().and_then(|f| f.resolve(hostname)) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("runneld: {e}");
                 return ExitCode::from(2);
             }
         };
+        if health_check {
+            return health::check(config.admin_listen);
+        }
         telemetry::init(config.log_format);
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -52,6 +57,43 @@ mod real {
                 tracing::error!(error = %e, "runneld stopped on an error");
                 ExitCode::FAILURE
             }
+        }
+    }
+
+    /// `runneld --health-check`: the image has no shell and no curl, so runneld itself
+    /// asks the local admin port.
+    mod health {
+        use std::io::{Read, Write};
+        use std::net::{SocketAddr, TcpStream};
+        use std::process::ExitCode;
+        use std::time::Duration;
+
+        pub fn check(admin: SocketAddr) -> ExitCode {
+            let mut addr = admin;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            match get_healthz(addr) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("runneld at {addr} answered /healthz with an error");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("runneld at {addr} does not answer: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+
+        fn get_healthz(addr: SocketAddr) -> std::io::Result<bool> {
+            let timeout = Duration::from_secs(2);
+            let mut conn = TcpStream::connect_timeout(&addr, timeout)?;
+            conn.set_read_timeout(Some(timeout))?;
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+            let mut head = [0u8; 12];
+            conn.read_exact(&mut head)?;
+            Ok(head.starts_with(b"HTTP/1.1 200"))
         }
     }
 
