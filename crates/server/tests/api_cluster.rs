@@ -3,10 +3,8 @@
 //! iterator type, the error paths (with their stable codes and structured details),
 //! subscriptions, consumer groups, and retention trimming.
 //!
-//! Each node's API is served here on a port of its own (`api::services` over the
-//! node's context), so that the test does not depend on how `runneld` wires its one
-//! port; leader hints are followed by node id. No timing thresholds: every wait is
-//! bounded only to turn a hang into a clear failure.
+//! Each node serves the API on its one gRPC port, as `runneld` does. No timing
+//! thresholds: every wait is bounded only to turn a hang into a clear failure.
 #![cfg(not(madsim))]
 #![allow(clippy::unwrap_used)]
 
@@ -99,15 +97,7 @@ impl Cluster {
             )
             .await
             .with_context(|| format!("starting node {i}"))?;
-            let api_addr = free_addr()?;
-            let s = api::services(handle.ctx.clone());
-            let server = tonic::transport::Server::builder()
-                .add_service(s.streams)
-                .add_service(s.records)
-                .add_service(s.groups)
-                .add_service(s.cluster);
-            tokio::spawn(server.serve(api_addr));
-            c.api.insert(*i, api_addr);
+            c.api.insert(*i, *listen);
             c.nodes.insert(*i, handle);
             c._dirs.push(dir);
         }
@@ -1110,4 +1100,204 @@ async fn delete(c: &Cluster) -> anyhow::Result<()> {
         pb::ErrorCode::NotFound,
     );
     Ok(())
+}
+
+/// Puts one record through whichever node leads, following hints, past a dead node;
+/// returns its sequence number once acknowledged.
+async fn put_acked(
+    addrs: &BTreeMap<u64, SocketAddr>,
+    key: &str,
+    data: Vec<u8>,
+) -> anyhow::Result<SeqNo> {
+    let nodes: Vec<u64> = addrs.keys().copied().collect();
+    let mut target = nodes[0];
+    let start = Instant::now();
+    for attempt in 0.. {
+        ensure!(
+            start.elapsed() < PATIENCE,
+            "a record not acknowledged within {PATIENCE:?}"
+        );
+        let put = pb::PutRecordRequest {
+            stream_name: STREAM.into(),
+            partition_key: key.into(),
+            data: data.clone().into(),
+            explicit_hash_key: None,
+        };
+        let endpoint = Channel::from_shared(format!("http://{}", addrs[&target]))?
+            .connect_timeout(Duration::from_secs(1));
+        let result = match endpoint.connect().await {
+            Ok(ch) => RecordsClient::new(ch).put_record(put).await.map_err(Some),
+            Err(_) => Err(None),
+        };
+        match result {
+            Ok(r) => return Ok(r.into_inner().sequence_number.parse()?),
+            Err(Some(s))
+                if !s.details().is_empty()
+                    && detail(&s)
+                        .leader
+                        .as_ref()
+                        .is_some_and(|l| l.node_id != target) =>
+            {
+                target = detail(&s).leader.map(|l| l.node_id).unwrap_or(target);
+            }
+            Err(_) => {
+                target = nodes[(attempt + 1) % nodes.len()];
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    unreachable!("the loop returns or fails")
+}
+
+/// Collects events into `seen` until it holds `n` records; `Ok(false)` when the stream
+/// ended (error or close) first.
+async fn receive(
+    events: &mut tonic::Streaming<pb::SubscribeEvent>,
+    seen: &mut Vec<pb::ConsumedRecord>,
+    n: usize,
+) -> anyhow::Result<bool> {
+    while seen.len() < n {
+        match tokio::time::timeout(PATIENCE, events.message())
+            .await
+            .context("an event in time")?
+        {
+            Ok(Some(ev)) => seen.extend(ev.records),
+            Ok(None) | Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscription_and_acknowledged_records_survive_a_leader_kill() -> anyhow::Result<()> {
+    let mut c = Cluster::start(3).await?;
+    wait("every node is up", || {
+        c.nodes.values().all(|n| {
+            n.ctx.placement.read(|s| {
+                s.identity.is_some() && (1..=3).all(|i| s.node_is(NodeId(i), &[NodeStatus::Up]))
+            })
+        })
+    })
+    .await?;
+    let create = pb::CreateStreamRequest {
+        stream_name: STREAM.into(),
+        shard_count: 1,
+        replication_factor: 3,
+        retention_ms: 0,
+    };
+    c.admin(1).await?.create_stream(create).await?;
+    wait("the stream is active", || {
+        c.nodes[&1].ctx.placement.read(|s| {
+            s.streams
+                .values()
+                .any(|st| st.status == runnel_meta::StreamStatus::Active)
+        })
+    })
+    .await?;
+    let shard = shard_ids_of(&c).await?.remove(0);
+    let leader = c.leader_of(&shard).await?;
+    let subscribe = |kind: pb::ShardIteratorType, seq: String| pb::SubscribeRequest {
+        stream_name: STREAM.into(),
+        shard_id: shard.clone(),
+        starting_position: kind as i32,
+        starting_sequence_number: seq,
+        timestamp_ms: 0,
+    };
+    let mut events = c
+        .records(leader)
+        .await?
+        .subscribe(subscribe(pb::ShardIteratorType::TrimHorizon, String::new()))
+        .await?
+        .into_inner();
+
+    // A producer runs across the kill.
+    let addrs = c.api.clone();
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
+    let producer = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..60 {
+            let data = format!("record {i}").into_bytes();
+            let seq = put_acked(&addrs, "k", data.clone()).await?;
+            acked.push((seq, data));
+            let _ = progress_tx.send(acked.len());
+        }
+        anyhow::Ok(acked)
+    });
+    let mut seen = Vec::new();
+    receive(&mut events, &mut seen, 10).await?;
+    tokio::time::timeout(PATIENCE, progress.wait_for(|n| *n >= 20))
+        .await
+        .context("20 acks in time")??;
+    c.nodes
+        .remove(&leader)
+        .context("the leader runs")?
+        .kill()
+        .await;
+    c.api.remove(&leader);
+
+    // The old subscription ends; resume at the new leader after its last record.
+    let open = receive(&mut events, &mut seen, usize::MAX).await?;
+    ensure!(!open, "the subscription on the killed leader ends");
+    let acked = tokio::time::timeout(PATIENCE, producer)
+        .await
+        .context("the producer finishes")???;
+    let new_leader = c.leader_of(&shard).await?;
+    let it = iterator(
+        &c,
+        new_leader,
+        &shard,
+        pb::ShardIteratorType::TrimHorizon,
+        "",
+        0,
+    )
+    .await?;
+    let log = read_all(&c, new_leader, &it).await?;
+    let resume = match seen.last() {
+        Some(r) => subscribe(
+            pb::ShardIteratorType::AfterSequenceNumber,
+            r.sequence_number.clone(),
+        ),
+        None => subscribe(pb::ShardIteratorType::TrimHorizon, String::new()),
+    };
+    let mut events = c
+        .records(new_leader)
+        .await?
+        .subscribe(resume)
+        .await?
+        .into_inner();
+    ensure!(
+        receive(&mut events, &mut seen, log.len()).await?,
+        "the new subscription delivers everything"
+    );
+    drop(events);
+
+    // Every acknowledged record is in the log, byte-identical; the subscription saw
+    // the log exactly, in order, across the leader change.
+    let seqs = |v: &[pb::ConsumedRecord]| {
+        v.iter()
+            .map(|r| r.sequence_number.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(&seen), seqs(&log));
+    for (seq, data) in &acked {
+        let r = log
+            .iter()
+            .find(|r| r.sequence_number == seq.to_string())
+            .context("an acknowledged record")?;
+        assert_eq!(&r.data[..], &data[..]);
+    }
+    c.shutdown().await;
+    Ok(())
+}
+
+async fn shard_ids_of(c: &Cluster) -> anyhow::Result<Vec<String>> {
+    let mut admin = c.admin(*c.nodes.keys().next().context("a node")?).await?;
+    let shards = admin
+        .list_shards(pb::ListShardsRequest {
+            stream_name: STREAM.into(),
+        })
+        .await?
+        .into_inner()
+        .shards;
+    Ok(shards.into_iter().map(|s| s.shard_id).collect())
 }
