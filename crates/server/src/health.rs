@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::Stream;
 use runnel_proto::health::health_check_response::ServingStatus;
-use runnel_proto::health::health_server::{Health, HealthServer};
+use runnel_proto::health::health_server::Health;
+pub use runnel_proto::health::health_server::HealthServer;
 use runnel_proto::health::{HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse};
 use tonic::{Request, Response, Status};
 
@@ -39,10 +40,6 @@ pub struct HealthService {
 impl HealthService {
     pub fn new(stopping: Arc<AtomicBool>) -> HealthService {
         HealthService { stopping }
-    }
-
-    pub fn into_server(self) -> HealthServer<HealthService> {
-        HealthServer::new(self)
     }
 
     fn status_of(&self, service: &str) -> Option<ServingStatus> {

@@ -168,7 +168,7 @@ fn serve(
 ) -> Result<(oneshot::Sender<()>, JoinHandle<()>), ServerError> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
-        .add_service(crate::health::HealthService::new(stopping.clone()).into_server())
+        .add_service(crate::health::HealthServer::new(crate::health::HealthService::new(stopping.clone())))
         .add_service(RaftTransportServer::new(ctx.registry.service()))
         .add_service(MetaServer::new(MetaService::new(ctx.placement.clone())));
     let router = crate::api::add_services(router, ctx.clone());
