@@ -13,6 +13,7 @@ pub mod error;
 pub mod hash;
 pub mod ids;
 pub mod limits;
+pub mod planted;
 pub mod record;
 
 pub use error::TypesError;

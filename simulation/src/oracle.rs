@@ -1,0 +1,81 @@
+//! The client oracle: what the producers sent and had acknowledged, what the consumers
+//! read, and where the harness trimmed. The checkers judge the cluster against it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use runnel_types::{LogIndex, SeqNo};
+
+/// One acknowledged record: the producer got its sequence number.
+#[derive(Clone, Debug)]
+pub struct Acked {
+    pub shard: String,
+    pub seq: SeqNo,
+    pub data: Bytes,
+}
+
+/// Everything the clients saw.
+#[derive(Default)]
+pub struct Oracle {
+    /// Every record data ever sent (each one is unique: it names its producer and
+    /// number).
+    pub sent: BTreeSet<Bytes>,
+    pub acked: Vec<Acked>,
+    /// Sends that failed (the outcome is unknown: the record may or may not be stored).
+    pub failed_sends: u64,
+    /// Every record read by a consumer during the run, by position.
+    pub observed: BTreeMap<(String, SeqNo), Bytes>,
+    /// Two reads of one position that returned different bytes.
+    pub observed_conflicts: Vec<String>,
+    /// Reads that went backwards or repeated within one reader.
+    pub order_violations: Vec<String>,
+    /// Records read by consumer-group members, by position.
+    pub group_seen: BTreeSet<(String, SeqNo)>,
+    /// Per shard, the highest log index the harness asked some replica to trim to
+    /// (records at or below it may be gone).
+    pub trim_requested: BTreeMap<String, LogIndex>,
+    /// Per shard and node, the trim point a replica confirmed (it must never move back).
+    pub trim_confirmed: BTreeMap<(String, u64), LogIndex>,
+}
+
+pub type SharedOracle = Arc<Mutex<Oracle>>;
+
+pub fn lock(o: &SharedOracle) -> std::sync::MutexGuard<'_, Oracle> {
+    o.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Oracle {
+    /// Notes one record read by a consumer (`reader` names it for messages).
+    pub fn observe(&mut self, reader: &str, shard: &str, seq: SeqNo, data: &Bytes) {
+        let key = (shard.to_string(), seq);
+        match self.observed.get(&key) {
+            Some(before) if before != data => self.observed_conflicts.push(format!(
+                "{reader} read {shard} @ {seq} as {} but it was read before as {}",
+                show(data),
+                show(before)
+            )),
+            Some(_) => {}
+            None => {
+                self.observed.insert(key, data.clone());
+            }
+        }
+    }
+
+    /// Whether `seq` of `shard` is at or below a trim point the harness asked for.
+    pub fn maybe_trimmed(&self, shard: &str, seq: SeqNo) -> bool {
+        self.trim_requested
+            .get(shard)
+            .is_some_and(|t| seq.log_index() <= *t)
+    }
+}
+
+/// A record's data, short: its header (producer and number) and length.
+pub fn show(data: &Bytes) -> String {
+    let head = data.iter().take_while(|b| **b != b'|').count();
+    format!(
+        "{:?} ({} bytes)",
+        String::from_utf8_lossy(&data[..head.min(40)]),
+        data.len()
+    )
+}

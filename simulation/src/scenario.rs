@@ -1,0 +1,389 @@
+//! One simulated run, from its seed: boot, load, faults (the safety phase), heal, the
+//! liveness phase, the final full read, the checks.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use madsim::rand::{Rng, thread_rng};
+use madsim::runtime::Handle;
+use runnel_client::{
+    Client, ConsumerConfig, CreateStream, NodeStatus, Record, SeqNo, StartPosition,
+};
+use runnel_types::ShardId;
+
+use crate::checkers::{self, Final};
+use crate::cluster::{Cluster, client_ip};
+use crate::nemesis::{Nemesis, random_mix};
+use crate::oracle::{Acked, Oracle, SharedOracle, lock};
+use crate::workload::{STREAM, Shape, Workload, client};
+
+/// How long (simulated) writes may take to succeed again once faults stop.
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
+/// How long consumers may take to catch up, and placement to settle, after healing.
+pub const SETTLE_BOUND: Duration = Duration::from_secs(60);
+/// Stream retention: the cluster's minimum. Runs are shorter, so only the harness's
+/// trims (the Trim fault) remove records.
+pub const RETENTION: Duration = Duration::from_secs(3600);
+
+/// The outcome of one seed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    pub failed: bool,
+    /// One line of figures (and, on failure, the violations and the fault history).
+    pub text: String,
+    pub simulated: Duration,
+    pub faults: usize,
+}
+
+/// The run's parameters, all drawn from the seed.
+#[derive(Debug)]
+struct Params {
+    nodes: u64,
+    shards: u32,
+    safety: Duration,
+    shape: Shape,
+}
+
+impl Params {
+    fn random() -> Params {
+        let mut rng = thread_rng();
+        Params {
+            nodes: if rng.gen_bool(0.3) { 5 } else { 3 },
+            shards: rng.gen_range(2..=4),
+            safety: Duration::from_secs(rng.gen_range(20..=45)),
+            shape: Shape::random(),
+        }
+    }
+}
+
+/// Runs the scenario of the current madsim seed.
+pub async fn run() -> Outcome {
+    let seed = Handle::current().seed();
+    let started = madsim::time::Instant::now();
+    let params = Params::random();
+    let mix = random_mix();
+    let oracle = SharedOracle::default();
+    let mut cluster = Cluster::boot(params.nodes);
+    let endpoints = cluster.endpoints();
+    let admin = Handle::current()
+        .create_node()
+        .name("admin")
+        .ip(client_ip(1))
+        .build();
+
+    let shards = match on(&admin, create_stream(client(&endpoints), params.shards)).await {
+        Ok(s) => s,
+        Err(e) => return outcome(seed, started, vec![("setup", vec![e])], &[], &params, &mix),
+    };
+    let mut workload = Workload::start(&params.shape, &endpoints, &oracle);
+    let mut nemesis = Nemesis::new(mix.clone());
+    nemesis
+        .run(&mut cluster, &oracle, &shards, params.safety)
+        .await;
+    nemesis.heal(&mut cluster);
+    for id in cluster.down_nodes() {
+        cluster.restart(id);
+    }
+
+    let mut fin = Final::default();
+    fin.liveness
+        .extend(on(&admin, probe_writes(client(&endpoints), oracle.clone())).await);
+    workload.stop_producers().await;
+    fin.liveness.extend(catch_up(&oracle, &params.shape).await);
+    workload.stop_readers().await;
+    fin.placement = on(&admin, settle_placement(client(&endpoints), params.nodes)).await;
+    for shard in &shards {
+        let name = shard.kinesis_name();
+        match on(&admin, full_read(client(&endpoints), name.clone())).await {
+            Ok(records) => {
+                fin.reads.insert(name, records);
+            }
+            Err(e) => fin.read_failures.push(format!("{name}: {e}")),
+        }
+    }
+    fin.first_index = first_indexes(&cluster, &shards);
+    fin.liveness.extend(
+        cluster
+            .start_failures
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default(),
+    );
+    let violations = checkers::check_all(&lock(&oracle), &fin);
+    let figures = figures(&lock(&oracle), &fin);
+    let mut out = outcome(seed, started, violations, &nemesis.history, &params, &mix);
+    out.text = format!("{figures}; {}", out.text);
+    out
+}
+
+/// Runs `f` on a client machine and waits for it.
+async fn on<T: Send + 'static>(
+    m: &madsim::runtime::NodeHandle,
+    f: impl Future<Output = T> + Send + 'static,
+) -> T {
+    m.spawn(f).await.expect("a client task does not panic")
+}
+
+async fn create_stream(c: Client, shards: u32) -> Result<Vec<ShardId>, String> {
+    let admin = c.admin();
+    let mut options = CreateStream::with_shards(shards);
+    options.replication_factor = Some(3);
+    options.retention = Some(RETENTION);
+    let start = madsim::time::Instant::now();
+    loop {
+        match admin.create_stream(STREAM, options.clone()).await {
+            Ok(_) | Err(runnel_client::ClientError::AlreadyExists { .. }) => break,
+            Err(e) if start.elapsed() > SETTLE_BOUND => return Err(format!("CreateStream: {e}")),
+            Err(_) => madsim::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let d = admin
+        .wait_until_active(STREAM, SETTLE_BOUND)
+        .await
+        .map_err(|e| format!("stream not active: {e}"))?;
+    d.shards
+        .iter()
+        .map(|s| {
+            s.shard_id
+                .trim_start_matches("shardId-")
+                .parse()
+                .map(ShardId)
+                .map_err(|e| format!("{e}"))
+        })
+        .collect()
+}
+
+/// Liveness of writes: after healing, a fresh producer stores records (to every shard,
+/// given enough keys) within [`LIVENESS_BOUND`].
+async fn probe_writes(c: Client, oracle: SharedOracle) -> Vec<String> {
+    let producer = match c.producer(STREAM, runnel_client::ProducerConfig::default()) {
+        Ok(p) => p,
+        Err(e) => return vec![format!("probe producer: {e}")],
+    };
+    let start = madsim::time::Instant::now();
+    for i in 0..16 {
+        let data = Bytes::from(format!("probe.{i}|"));
+        lock(&oracle).sent.insert(data.clone());
+        loop {
+            match producer
+                .send(Record::new(format!("probe-key-{i}"), data.clone()))
+                .await
+            {
+                Ok(put) => {
+                    lock(&oracle).acked.push(Acked {
+                        shard: put.shard_id,
+                        seq: put.sequence_number,
+                        data,
+                    });
+                    break;
+                }
+                Err(e) if start.elapsed() > LIVENESS_BOUND => {
+                    return vec![format!(
+                        "writes still fail {LIVENESS_BOUND:?} after healing: {e}"
+                    )];
+                }
+                Err(_) => madsim::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// Liveness of reads: every consumer's reads (and the group's) reach every acknowledged
+/// record within [`SETTLE_BOUND`].
+async fn catch_up(oracle: &SharedOracle, shape: &Shape) -> Vec<String> {
+    let start = madsim::time::Instant::now();
+    loop {
+        let missing = missing_reads(&lock(oracle), shape);
+        if missing.is_empty() {
+            return missing;
+        }
+        if start.elapsed() > SETTLE_BOUND {
+            return missing;
+        }
+        madsim::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn missing_reads(o: &Oracle, shape: &Shape) -> Vec<String> {
+    let live = o.acked.iter().filter(|a| !o.maybe_trimmed(&a.shard, a.seq));
+    let (mut consumers, mut group) = (0, 0);
+    for a in live {
+        if shape.consumers > 0 && !o.observed.contains_key(&(a.shard.clone(), a.seq)) {
+            consumers += 1;
+        }
+        if shape.group_members > 0 && !o.group_seen.contains(&(a.shard.clone(), a.seq)) {
+            group += 1;
+        }
+    }
+    let mut out = Vec::new();
+    if consumers > 0 {
+        out.push(format!(
+            "consumers never read {consumers} acknowledged records within {SETTLE_BOUND:?}"
+        ));
+    }
+    if group > 0 {
+        out.push(format!(
+            "the consumer group never read {group} acknowledged records within {SETTLE_BOUND:?}"
+        ));
+    }
+    out
+}
+
+/// Waits for every node Up, no shard under-replicated or leaderless, and every
+/// shard's replicas on distinct nodes; the problems still seen at the bound.
+async fn settle_placement(c: Client, nodes: u64) -> Vec<String> {
+    let start = madsim::time::Instant::now();
+    loop {
+        let problems = placement_problems(&c, nodes).await;
+        if problems.is_empty() || start.elapsed() > SETTLE_BOUND {
+            return problems;
+        }
+        madsim::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn placement_problems(c: &Client, nodes: u64) -> Vec<String> {
+    let admin = c.admin();
+    let status = match admin.cluster_status().await {
+        Ok(s) => s,
+        Err(e) => return vec![format!("ClusterStatus fails: {e}")],
+    };
+    let mut out = Vec::new();
+    let up: Vec<u64> = status
+        .nodes
+        .iter()
+        .filter(|n| n.status == NodeStatus::Up)
+        .map(|n| n.node_id.0)
+        .collect();
+    if up.len() as u64 != nodes {
+        out.push(format!("nodes Up: {up:?} of {nodes}"));
+    }
+    if status.under_replicated_shards > 0 || status.leaderless_shards > 0 {
+        out.push(format!(
+            "{} shards under-replicated, {} leaderless",
+            status.under_replicated_shards, status.leaderless_shards
+        ));
+    }
+    match admin.list_shards(STREAM).await {
+        Err(e) => out.push(format!("ListShards fails: {e}")),
+        Ok(shards) => {
+            for s in shards {
+                let mut on: Vec<u64> = s.replicas.iter().map(|r| r.node_id).collect();
+                on.sort_unstable();
+                on.dedup();
+                let distinct_up = on.iter().filter(|n| up.contains(n)).count();
+                if on.len() != s.replicas.len() || distinct_up < 3 || s.leader.is_none() {
+                    out.push(format!(
+                        "{}: replicas {:?}, leader {:?}",
+                        s.shard_id, s.replicas, s.leader
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reads one shard from its oldest record to its tip through the public API.
+async fn full_read(c: Client, shard: String) -> Result<Vec<(SeqNo, Bytes)>, String> {
+    let config = ConsumerConfig {
+        idle_poll_interval: Duration::from_millis(50),
+        ..ConsumerConfig::default()
+    };
+    let mut reader = c
+        .consumer(STREAM, config)
+        .read_shard(&shard, StartPosition::TrimHorizon);
+    let mut out = Vec::new();
+    let start = madsim::time::Instant::now();
+    while start.elapsed() < SETTLE_BOUND {
+        match madsim::time::timeout(Duration::from_secs(10), reader.next()).await {
+            Ok(Ok(Some(b))) => {
+                let done = b.records.is_empty() && b.millis_behind_latest == 0;
+                out.extend(b.records.into_iter().map(|r| (r.sequence_number, r.data)));
+                if done {
+                    return Ok(out);
+                }
+            }
+            Ok(Ok(None)) => return Ok(out),
+            Ok(Err(_)) | Err(_) => madsim::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    Err(format!(
+        "not at the tip after {SETTLE_BOUND:?} ({} records read)",
+        out.len()
+    ))
+}
+
+fn first_indexes(
+    cluster: &Cluster,
+    shards: &[ShardId],
+) -> BTreeMap<(String, u64), Option<runnel_types::LogIndex>> {
+    let mut out = BTreeMap::new();
+    for shard in shards {
+        for id in cluster.up_nodes() {
+            if let Some(g) = cluster
+                .ctx(id)
+                .and_then(|c| c.registry.group((*shard).into()).ok())
+            {
+                out.insert((shard.kinesis_name(), id), g.first_index());
+            }
+        }
+    }
+    out
+}
+
+fn figures(o: &Oracle, fin: &Final) -> String {
+    let read: usize = fin.reads.values().map(Vec::len).sum();
+    format!(
+        "sent {}, acked {}, failed sends {}, read in the run {}, read at the end {}",
+        o.sent.len(),
+        o.acked.len(),
+        o.failed_sends,
+        o.observed.len(),
+        read
+    )
+}
+
+fn outcome(
+    seed: u64,
+    started: madsim::time::Instant,
+    violations: Vec<(&'static str, Vec<String>)>,
+    history: &[String],
+    params: &Params,
+    mix: &[crate::nemesis::Fault],
+) -> Outcome {
+    let simulated = started.elapsed();
+    let failed = !violations.is_empty();
+    let mut text = format!(
+        "{} nodes, {} shards, {:?} of faults from {mix:?}: {} injected; {:.0} s simulated",
+        params.nodes,
+        params.shards,
+        params.safety,
+        history.len(),
+        simulated.as_secs_f64()
+    );
+    if failed {
+        text.push_str(&format!("\n  workload: {:?}", params.shape));
+        for (checker, v) in &violations {
+            text.push_str(&format!("\n  VIOLATION [{checker}] ({} in all)", v.len()));
+            for line in v.iter().take(10) {
+                text.push_str(&format!("\n    {line}"));
+            }
+        }
+        text.push_str("\n  faults:");
+        for h in history {
+            text.push_str(&format!("\n    {h}"));
+        }
+    }
+    Outcome {
+        seed,
+        failed,
+        text,
+        simulated,
+        faults: history.len(),
+    }
+}
