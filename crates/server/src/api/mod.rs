@@ -23,6 +23,11 @@
 //! well, but its commit point lags the leader's, so a producer could not read its own
 //! acknowledged write there.
 //!
+//! Bounds: a node serves at most [`records::GET_RECORDS_IN_FLIGHT_MAX`] `GetRecords`
+//! calls and [`records::SUBSCRIPTIONS_MAX`] subscriptions at once (beyond, `THROTTLED`
+//! with a retry-after); writes wait on each shard's bounded write pipeline; a
+//! subscription holds at most one event in its channel.
+//!
 //! *Architecture invariant*: handlers reach the cluster only through
 //! [`NodeContext`]: `placement` for metadata, `registry` for shard groups.
 

@@ -21,6 +21,7 @@ use runnel_proto::v1::{
 use runnel_raft::Group;
 use runnel_types::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, GET_RECORDS_BYTES_MAX};
 use runnel_types::{GroupId, Record, SeqNo, ShardId};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use super::read::{self, PageLimits};
@@ -29,14 +30,38 @@ use crate::context::{NodeContext, now_ms};
 use crate::error::ServerError;
 use crate::iterator::ShardIterator;
 
+/// `GetRecords` calls served at once by one node: each may hold up to 10 MiB.
+pub const GET_RECORDS_IN_FLIGHT_MAX: usize = 64;
+/// Subscriptions one node serves at once: each holds a task and up to two events.
+pub const SUBSCRIPTIONS_MAX: usize = 1024;
+/// What a throttled reader waits before retrying.
+pub const RETRY_AFTER_MS_THROTTLED: u64 = 100;
+
 pub struct RecordsService {
     ctx: Arc<NodeContext>,
+    reads: Arc<Semaphore>,
+    subscriptions: Arc<Semaphore>,
 }
 
 impl RecordsService {
     pub fn new(ctx: Arc<NodeContext>) -> RecordsService {
-        RecordsService { ctx }
+        RecordsService {
+            ctx,
+            reads: Arc::new(Semaphore::new(GET_RECORDS_IN_FLIGHT_MAX)),
+            subscriptions: Arc::new(Semaphore::new(SUBSCRIPTIONS_MAX)),
+        }
     }
+}
+
+/// A slot of `limit`, or `THROTTLED` when every slot is taken.
+fn slot(limit: &Arc<Semaphore>, what: &str) -> Result<OwnedSemaphorePermit, ServerError> {
+    limit
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ServerError::Throttled {
+            what: what.to_string(),
+            retry_after_ms: RETRY_AFTER_MS_THROTTLED,
+        })
 }
 
 #[tonic::async_trait]
@@ -80,13 +105,11 @@ impl Records for RecordsService {
         &self,
         req: Request<GetRecordsRequest>,
     ) -> Result<Response<GetRecordsResponse>, Status> {
-        observe(
-            &self.ctx,
-            "GetRecords",
-            0,
-            get_records(&self.ctx, req.into_inner()),
-        )
-        .await
+        let handler = async {
+            let _slot = slot(&self.reads, "this node's GetRecords calls")?;
+            get_records(&self.ctx, req.into_inner()).await
+        };
+        observe(&self.ctx, "GetRecords", 0, handler).await
     }
 
     type SubscribeStream = subscribe::EventStream;
@@ -95,13 +118,11 @@ impl Records for RecordsService {
         &self,
         req: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        observe(
-            &self.ctx,
-            "Subscribe",
-            0,
-            subscribe::start(self.ctx.clone(), req.into_inner()),
-        )
-        .await
+        let handler = async {
+            let slot = slot(&self.subscriptions, "this node's subscriptions")?;
+            subscribe::start(self.ctx.clone(), req.into_inner(), slot).await
+        };
+        observe(&self.ctx, "Subscribe", 0, handler).await
     }
 }
 

@@ -25,7 +25,7 @@ use futures::Stream;
 use runnel_proto::v1::{SubscribeEvent, SubscribeRequest};
 use runnel_raft::Group;
 use runnel_types::{SeqNo, ShardId, StreamName};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tonic::Status;
 use tracing::{Instrument, debug, info_span};
 
@@ -50,9 +50,11 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<SubscribeEvent, Status>>
 
 /// Validates the request, finds the start position on the leader, and starts the
 /// subscription's task.
+/// `slot` is held for the subscription's life (the node's bound on subscriptions).
 pub async fn start(
     ctx: Arc<NodeContext>,
     req: SubscribeRequest,
+    slot: OwnedSemaphorePermit,
 ) -> Result<EventStream, ServerError> {
     let now = now_ms();
     let stream = validate::stream_name("stream_name", &req.stream_name)?;
@@ -79,6 +81,7 @@ pub async fn start(
         position,
         last_delivered: None,
         tx,
+        _slot: slot,
     };
     tokio::spawn(sub.run().instrument(span));
     Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
@@ -94,6 +97,7 @@ struct Subscription {
     position: SeqNo,
     last_delivered: Option<SeqNo>,
     tx: mpsc::Sender<Result<SubscribeEvent, Status>>,
+    _slot: OwnedSemaphorePermit,
 }
 
 /// What one step of a subscription decided.
