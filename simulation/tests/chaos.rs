@@ -6,8 +6,8 @@
 
 use runnel_simulation::runner;
 
-/// The CI set: seeds 1 to 12.
-const DEFAULT_SEEDS: std::ops::Range<u64> = 1..13;
+/// The CI set: seeds 1 to 8 (about 40-60 s each on one core of the CI machine).
+const DEFAULT_SEEDS: std::ops::Range<u64> = 1..9;
 
 #[test]
 fn chaos() {
