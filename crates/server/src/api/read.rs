@@ -25,6 +25,11 @@ use crate::error::ServerError;
 /// Reads one page may take at most (each is up to the byte budget); a bound against a
 /// log of nothing but Raft's own entries or expired batches.
 pub const READS_PER_PAGE_MAX: usize = 64;
+/// How long an iterator at a sequence number past the commit point waits for it.
+pub const COMMIT_CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
+/// ... and only when it is at most this many entries past it (further is a mistake,
+/// not a race).
+pub const COMMIT_CATCH_UP_ENTRIES_MAX: u64 = 1_024;
 /// Probes one timestamp search may take at most (each skips Raft's own entries).
 pub const PROBE_STEPS_MAX: usize = 64;
 
@@ -270,8 +275,23 @@ pub async fn index_at_time(group: &Group, timestamp_ms: u64) -> Result<LogIndex,
 }
 
 /// The position a `StartAt` names on this shard replica (its leader).
+///
+/// A sequence number past the commit point is given [`COMMIT_CATCH_UP_WAIT`] to
+/// commit first: a leader elected a moment ago may not yet know that entries acked by
+/// its predecessor are committed, and a consumer resuming from such a record must not
+/// be refused for it.
 pub async fn start_position(group: &Group, start: StartAt) -> Result<SeqNo, ServerError> {
-    let committed = group.committed();
+    let mut committed = group.committed();
+    if let StartAt::AtSequenceNumber(s) | StartAt::AfterSequenceNumber(s) = start
+        && s.log_index() > committed
+        && s.log_index().0 - committed.0 <= COMMIT_CATCH_UP_ENTRIES_MAX
+    {
+        let mut watch = group.watch_commit();
+        let wait = tokio::time::timeout(COMMIT_CATCH_UP_WAIT, watch.wait_for(s.log_index()));
+        if let Ok(Ok(now)) = wait.await {
+            committed = now;
+        }
+    }
     if let Some(seq) = sequence_position(start, committed)? {
         return Ok(seq);
     }
