@@ -25,6 +25,9 @@ use crate::error::ServerError;
 /// Reads one page may take at most (each is up to the byte budget); a bound against a
 /// log of nothing but Raft's own entries or expired batches.
 pub const READS_PER_PAGE_MAX: usize = 64;
+/// Read sizing ([`read_budget`]): bytes guessed per record, and the least worth a read.
+pub const READ_BYTES_PER_RECORD_GUESS: usize = 4 * 1024;
+pub const READ_BYTES_MIN: usize = 64 * 1024;
 /// How long an iterator at a sequence number past the commit point waits for it.
 pub const COMMIT_CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
 /// ... and only when it is at most this many entries past it (further is a mistake,
@@ -173,7 +176,7 @@ pub async fn read_page(
         if at > group.committed() {
             break;
         }
-        let budget = limits.bytes.saturating_sub(page.bytes).max(1);
+        let budget = read_budget(limits, &page);
         let read = match group.read_committed(at, budget).await {
             Ok(read) => read,
             // Retention trimmed past the position meanwhile: start at the oldest.
@@ -203,6 +206,19 @@ pub async fn read_page(
     }
     page.caught_up = page.next.log_index() > group.committed();
     Ok(page)
+}
+
+/// Bytes to ask one read for: what the page may still hold, but no more than the
+/// records it may still take are likely to need (a reader asking for one record does
+/// not make the node read 10 MiB). Only efficiency rides on the guess: a read always
+/// returns at least one entry, and the page reads on while it is not full.
+pub fn read_budget(limits: &PageLimits, page: &Page) -> usize {
+    let bytes_left = limits.bytes.saturating_sub(page.bytes);
+    let records_left = limits.records.saturating_sub(page.records.len());
+    let likely = records_left
+        .saturating_mul(READ_BYTES_PER_RECORD_GUESS)
+        .max(READ_BYTES_MIN);
+    bytes_left.min(likely).max(1)
 }
 
 /// Decodes a stored batch, checking it holds the records its entry says.
@@ -532,6 +548,24 @@ mod tests {
             sequence_position(StartAt::Latest, LogIndex(9)).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn read_budgets() {
+        let page = Page::at(SeqNo(0));
+        let one = PageLimits {
+            records: 1,
+            bytes: 10 << 20,
+        };
+        assert_eq!(read_budget(&one, &page), READ_BYTES_MIN);
+        let many = PageLimits {
+            records: 10_000,
+            bytes: 10 << 20,
+        };
+        assert_eq!(read_budget(&many, &page), 10 << 20);
+        let mut full = Page::at(SeqNo(0));
+        full.bytes = 10 << 20;
+        assert_eq!(read_budget(&many, &full), 1);
     }
 
     #[test]
