@@ -241,6 +241,15 @@ impl Group {
         self.storage.log().first_index()
     }
 
+    /// Whether this replica has ever held a log entry (present or purged). Read from
+    /// storage, not from openraft's metrics, which may not yet reflect a log that was
+    /// just reopened: deciding "never initialized" from stale metrics made a restarted
+    /// node try to initialize its group a second time.
+    pub fn has_log(&self) -> bool {
+        let log = self.storage.log();
+        log.last_entry().is_some() || log.purged().is_some()
+    }
+
     /// Stops the group's openraft instance (its files stay).
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.raft.shutdown().await.map_err(|e| self.raft_err(e))

@@ -78,10 +78,12 @@ async fn initialize_if_first(
     Ok(())
 }
 
-/// Has this replica never seen a log entry nor a vote?
+/// Has this replica never seen a log entry nor a vote? The log is read from storage
+/// (openraft's metrics may lag a reopened log; the simulation caught a restarted node
+/// initializing twice that way).
 pub fn log_is_empty(group: &Group) -> bool {
     let m = group.raft().metrics().borrow().clone();
-    m.last_log_index.is_none() && m.current_term == 0
+    !group.has_log() && m.last_log_index.is_none() && m.current_term == 0
 }
 
 /// Joins through `via` until it works (backing off, forever: a node that cannot join
