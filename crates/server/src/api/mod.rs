@@ -21,7 +21,8 @@
 //! double the bytes on the wire for every misrouted call and hide stale maps from the
 //! client. Reads are served by the leader too: a follower serves only committed data as
 //! well, but its commit point lags the leader's, so a producer could not read its own
-//! acknowledged write there.
+//! acknowledged write there. (A leader cut off from its peers keeps serving reads until
+//! it steps down: what it serves is committed and final, only possibly not the newest.)
 //!
 //! Bounds: a node serves at most [`records::GET_RECORDS_IN_FLIGHT_MAX`] `GetRecords`
 //! calls and [`records::SUBSCRIPTIONS_MAX`] subscriptions at once (beyond, `THROTTLED`
