@@ -824,7 +824,57 @@ async fn subscriptions(c: &Cluster, shards: &[String]) -> anyhow::Result<()> {
     assert_eq!(prefix, want);
     let pushed: Vec<&[u8]> = got[existing.len()..].iter().map(|r| &r.data[..]).collect();
     assert_eq!(pushed, vec![&b"pushed 0"[..], b"pushed 1", b"pushed 2"]);
+    drop(events);
+    subscriptions_end_on_stop(c, shard, leader).await
+}
+
+/// A node shutting down ends its subscriptions (`SubscriptionsStop`), so that the
+/// server's drain does not wait on them. Served here on a port of its own, so that the
+/// node itself keeps running.
+async fn subscriptions_end_on_stop(c: &Cluster, shard: &str, leader: u64) -> anyhow::Result<()> {
+    let addr = free_addr()?;
+    let (s, stop) = api::services_with_stop(c.nodes[&leader].ctx.clone());
+    let server = tonic::transport::Server::builder()
+        .add_service(s.streams)
+        .add_service(s.records)
+        .add_service(s.groups)
+        .add_service(s.cluster);
+    let serving = tokio::spawn(server.serve(addr));
+    let ch = wait_connect(addr).await?;
+    let req = pb::SubscribeRequest {
+        stream_name: STREAM.into(),
+        shard_id: shard.into(),
+        starting_position: pb::ShardIteratorType::Latest as i32,
+        starting_sequence_number: String::new(),
+        timestamp_ms: 0,
+    };
+    let mut events = RecordsClient::new(ch).subscribe(req).await?.into_inner();
+    stop.stop();
+    let ended = tokio::time::timeout(PATIENCE, events.message())
+        .await
+        .context("the stream ends in time")?;
+    let status = ended.expect_err("the subscription ends with an error");
+    assert_eq!(
+        detail(&status).code,
+        pb::ErrorCode::Unavailable as i32,
+        "{status:?}"
+    );
+    serving.abort();
     Ok(())
+}
+
+async fn wait_connect(addr: SocketAddr) -> anyhow::Result<Channel> {
+    let start = Instant::now();
+    loop {
+        match Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await
+        {
+            Ok(ch) => return Ok(ch),
+            Err(e) if start.elapsed() > PATIENCE => bail!("cannot reach {addr}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 async fn consumer_groups(c: &Cluster, shards: &[String]) -> anyhow::Result<()> {

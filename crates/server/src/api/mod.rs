@@ -49,6 +49,7 @@ use runnel_proto::v1::cluster_server::ClusterServer;
 use runnel_proto::v1::consumer_groups_server::ConsumerGroupsServer;
 use runnel_proto::v1::records_server::RecordsServer;
 use runnel_proto::v1::stream_admin_server::StreamAdminServer;
+use runnel_raft::detwatch::DetSender;
 use tonic::{Code, Response, Status};
 use tracing::{Instrument, debug, field, info_span, warn};
 
@@ -103,14 +104,36 @@ pub struct ApiServices {
 
 /// Builds the public services over a node's context.
 pub fn services(ctx: Arc<NodeContext>) -> ApiServices {
-    ApiServices {
+    services_with_stop(ctx).0
+}
+
+/// Ends every open subscription of a node at once. Call it when a graceful shutdown
+/// starts, before the gRPC server drains: the drain waits for open streams, and a
+/// subscription never ends on its own. Each subscription ends within moments with
+/// `UNAVAILABLE`, and its client subscribes again at the shard's (next) leader.
+#[derive(Clone)]
+pub struct SubscriptionsStop(Arc<DetSender<bool>>);
+
+impl SubscriptionsStop {
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// [`services`], and the handle that ends their subscriptions.
+pub fn services_with_stop(ctx: Arc<NodeContext>) -> (ApiServices, SubscriptionsStop) {
+    let (stop, _) = runnel_raft::detwatch::channel(false);
+    let stop = Arc::new(stop);
+    let records = records::RecordsService::new(ctx.clone(), stop.clone());
+    let services = ApiServices {
         streams: StreamAdminServer::new(streams::StreamAdminService::new(ctx.clone())),
-        records: RecordsServer::new(records::RecordsService::new(ctx.clone()))
+        records: RecordsServer::new(records)
             .max_decoding_message_size(RECORDS_REQUEST_BYTES_MAX)
             .max_encoding_message_size(RECORDS_RESPONSE_BYTES_MAX),
         groups: ConsumerGroupsServer::new(groups::ConsumerGroupsService::new(ctx.clone())),
         cluster: ClusterServer::new(cluster::ClusterService::new(ctx)),
-    }
+    };
+    (services, SubscriptionsStop(stop))
 }
 
 /// Adds the public services to a node's gRPC router (the port that also serves the Raft
@@ -119,12 +142,21 @@ pub fn add_services<L>(
     router: tonic::transport::server::Router<L>,
     ctx: Arc<NodeContext>,
 ) -> tonic::transport::server::Router<L> {
-    let s = services(ctx);
-    router
+    add_services_with_stop(router, ctx).0
+}
+
+/// [`add_services`], and the handle that ends the subscriptions (for shutdown).
+pub fn add_services_with_stop<L>(
+    router: tonic::transport::server::Router<L>,
+    ctx: Arc<NodeContext>,
+) -> (tonic::transport::server::Router<L>, SubscriptionsStop) {
+    let (s, stop) = services_with_stop(ctx);
+    let router = router
         .add_service(s.streams)
         .add_service(s.records)
         .add_service(s.groups)
-        .add_service(s.cluster)
+        .add_service(s.cluster);
+    (router, stop)
 }
 
 /// Runs one request handler inside a span (`op`, `node_id`; handlers fill in `stream`

@@ -19,6 +19,7 @@ use runnel_proto::v1::{
     PutRecordsResultEntry, SubscribeRequest,
 };
 use runnel_raft::Group;
+use runnel_raft::detwatch::DetSender;
 use runnel_types::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, GET_RECORDS_BYTES_MAX};
 use runnel_types::{GroupId, Record, SeqNo, ShardId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -41,14 +42,17 @@ pub struct RecordsService {
     ctx: Arc<NodeContext>,
     reads: Arc<Semaphore>,
     subscriptions: Arc<Semaphore>,
+    /// Ends every subscription when set (see [`super::SubscriptionsStop`]).
+    stop: Arc<DetSender<bool>>,
 }
 
 impl RecordsService {
-    pub fn new(ctx: Arc<NodeContext>) -> RecordsService {
+    pub fn new(ctx: Arc<NodeContext>, stop: Arc<DetSender<bool>>) -> RecordsService {
         RecordsService {
             ctx,
             reads: Arc::new(Semaphore::new(GET_RECORDS_IN_FLIGHT_MAX)),
             subscriptions: Arc::new(Semaphore::new(SUBSCRIPTIONS_MAX)),
+            stop,
         }
     }
 }
@@ -120,7 +124,8 @@ impl Records for RecordsService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let handler = async {
             let slot = slot(&self.subscriptions, "this node's subscriptions")?;
-            subscribe::start(self.ctx.clone(), req.into_inner(), slot).await
+            let stop = self.stop.new_receiver();
+            subscribe::start(self.ctx.clone(), req.into_inner(), slot, stop).await
         };
         observe(&self.ctx, "Subscribe", 0, handler).await
     }

@@ -14,6 +14,8 @@
 //!   `continuation_sequence_number`;
 //! - with `NOT_FOUND` / `STREAM_NOT_ACTIVE` when the stream goes away, `UNAVAILABLE`
 //!   when the replica shuts down;
+//! - with `UNAVAILABLE` when the node shuts down ([`super::SubscriptionsStop`]), so that
+//!   the server's graceful drain does not wait on streams that never end;
 //! - silently when the client goes away (the task notices a closed channel at once,
 //!   even while parked).
 
@@ -24,6 +26,7 @@ use std::time::Duration;
 use futures::Stream;
 use runnel_proto::v1::{SubscribeEvent, SubscribeRequest};
 use runnel_raft::Group;
+use runnel_raft::detwatch::DetReceiver;
 use runnel_types::{SeqNo, ShardId, StreamName};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tonic::Status;
@@ -55,6 +58,7 @@ pub async fn start(
     ctx: Arc<NodeContext>,
     req: SubscribeRequest,
     slot: OwnedSemaphorePermit,
+    stop: DetReceiver<bool>,
 ) -> Result<EventStream, ServerError> {
     let now = now_ms();
     let stream = validate::stream_name("stream_name", &req.stream_name)?;
@@ -82,6 +86,8 @@ pub async fn start(
         last_delivered: None,
         tx,
         _slot: slot,
+        stop,
+        stopped: false,
     };
     tokio::spawn(sub.run().instrument(span));
     Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
@@ -98,6 +104,9 @@ struct Subscription {
     last_delivered: Option<SeqNo>,
     tx: mpsc::Sender<Result<SubscribeEvent, Status>>,
     _slot: OwnedSemaphorePermit,
+    /// Set to `true` when the node shuts down (see [`super::SubscriptionsStop`]).
+    stop: DetReceiver<bool>,
+    stopped: bool,
 }
 
 /// What one step of a subscription decided.
@@ -114,11 +123,7 @@ impl Subscription {
         loop {
             let step = match self.step().await {
                 Ok(step) => step,
-                Err(e) => {
-                    debug!(error = %e, "subscription ends with an error");
-                    let _ = self.tx.send(Err(e.into())).await;
-                    return;
-                }
+                Err(e) => return self.fail(e).await,
             };
             match step {
                 Step::Continue => {}
@@ -132,15 +137,13 @@ impl Subscription {
                             debug!("subscriber went away");
                             return;
                         }
+                        changed = self.stop.wait_changed() => {
+                            // Stopped, or the services are gone: `step` says so next.
+                            self.stopped |= changed.is_err();
+                        }
                         woke = wait => {
                             if let Ok(Err(_)) = woke {
-                                let e = ServerError::Unavailable {
-                                    what: format!("shard {}", self.shard.kinesis_name()),
-                                    reason: "its replica on this node is shutting down".into(),
-                                    retry_after_ms: RETRY_AFTER_MS_NO_LEADER,
-                                };
-                                let _ = self.tx.send(Err(e.into())).await;
-                                return;
+                                return self.fail(self.unavailable("its replica on this node is shutting down")).await;
                             }
                         }
                     }
@@ -149,8 +152,53 @@ impl Subscription {
         }
     }
 
+    /// Ends the subscription with `e`; gives up on a subscriber that does not read.
+    async fn fail(&self, e: ServerError) {
+        debug!(error = %e, "subscription ends with an error");
+        let _ = tokio::time::timeout(PARK_CHECK, self.tx.send(Err(e.into()))).await;
+    }
+
+    fn unavailable(&self, reason: &str) -> ServerError {
+        ServerError::Unavailable {
+            what: format!("shard {}", self.shard.kinesis_name()),
+            reason: reason.into(),
+            retry_after_ms: RETRY_AFTER_MS_NO_LEADER,
+        }
+    }
+
+    fn check_not_stopped(&self) -> Result<(), ServerError> {
+        if self.stopped || *self.stop.borrow() {
+            return Err(self
+                .unavailable("this node is shutting down; subscribe again at the shard's leader"));
+        }
+        Ok(())
+    }
+
+    /// Sends one event unless the node stops meanwhile; `false` when the subscriber is
+    /// gone.
+    async fn deliver(&mut self, event: SubscribeEvent) -> Result<bool, ServerError> {
+        let permit = tokio::select! {
+            biased;
+            changed = self.stop.wait_changed() => {
+                self.stopped |= changed.is_err();
+                self.check_not_stopped()?;
+                // A change that is not a stop: wait for room as usual.
+                self.tx.reserve().await
+            }
+            permit = self.tx.reserve() => permit,
+        };
+        match permit {
+            Ok(permit) => {
+                permit.send(Ok(event));
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Reads one page and sends it; says whether to go on, park or stop.
     async fn step(&mut self) -> Result<Step, ServerError> {
+        self.check_not_stopped()?;
         let facts: ShardFacts = shard_facts(&self.ctx, &self.stream, self.shard)?;
         // Still the leader? Otherwise the client moves to the one that is.
         leading_group(&self.ctx, self.shard)?;
@@ -198,7 +246,7 @@ impl Subscription {
                     Vec::new()
                 },
             };
-            if self.tx.send(Ok(event)).await.is_err() {
+            if !self.deliver(event).await? {
                 debug!("subscriber went away");
                 return Ok(Step::Stop);
             }
