@@ -707,6 +707,11 @@ async fn read_errors(c: &Cluster, shards: &[String]) -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(detail(&e).field, "starting_sequence_number");
+    let past_tip = SeqNo::new(runnel_types::LogIndex(1 << 40), 0).to_string();
+    let e = iterator(c, leader, shard, T::AtSequenceNumber, &past_tip, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(detail(&e).field, "starting_sequence_number");
     let e = iterator(c, leader, shard, T::Unspecified, "", 0)
         .await
         .unwrap_err();
