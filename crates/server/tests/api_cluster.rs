@@ -1000,6 +1000,19 @@ async fn consumer_groups(c: &Cluster, shards: &[String]) -> anyhow::Result<()> {
 }
 
 async fn cluster_calls(c: &Cluster) -> anyhow::Result<()> {
+    // Every call was counted by operation and code on the node that answered it.
+    let count = |node: u64, op: &'static str, code: &'static str| {
+        let key = runnel_server::metrics::OpCode { op, code };
+        c.nodes[&node]
+            .ctx
+            .metrics
+            .requests
+            .get_or_create(&key)
+            .get()
+    };
+    assert!(count(2, "ListStreams", "OK") >= 2);
+    assert!(count(2, "CreateStream", "ALREADY_EXISTS") >= 1);
+    assert!((1..=3).map(|n| count(n, "PutRecords", "OK")).sum::<u64>() >= 1);
     let mut cl = c.cluster(2).await?;
     let st = cl
         .cluster_status(pb::ClusterStatusRequest {})
