@@ -53,6 +53,8 @@ pub struct NodeHandle {
     pub ready: Arc<AtomicBool>,
     /// Set when shutdown begins: gRPC health then answers NOT_SERVING.
     stopping: Arc<AtomicBool>,
+    /// Ends open subscriptions, which would otherwise keep the server from draining.
+    subscriptions: crate::api::SubscriptionsStop,
     tasks: Vec<JoinHandle<()>>,
     server_stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
@@ -122,7 +124,7 @@ async fn start_inner(
     let needs_join = matches!(config.bootstrap, Bootstrap::Join(_)) && log_is_empty(&meta_group);
     tasks.push(tokio::spawn(applier::run(placement.clone(), meta_group)));
     let stopping = Arc::new(AtomicBool::new(false));
-    let (server_stop, server) = serve(&config, &ctx, &stopping)?;
+    let (server_stop, server, subscriptions) = serve(&config, &ctx, &stopping)?;
     if let (true, Bootstrap::Join(via)) = (needs_join, &config.bootstrap) {
         let t = join(
             placement.clone(),
@@ -140,6 +142,7 @@ async fn start_inner(
     );
     tasks.push(tokio::spawn(membership));
     tasks.push(tokio::spawn(leader::run(placement.clone())));
+    tasks.push(tokio::spawn(crate::api::run_retention(ctx.clone())));
     tasks.push(tokio::spawn(
         ShardManager::new(registry.clone(), placement.clone()).run(meta_committed),
     ));
@@ -154,6 +157,7 @@ async fn start_inner(
         ctx,
         ready,
         stopping,
+        subscriptions,
         tasks,
         server_stop: Some(server_stop),
         server: Some(server),
@@ -165,13 +169,22 @@ fn serve(
     config: &Config,
     ctx: &Arc<NodeContext>,
     stopping: &Arc<AtomicBool>,
-) -> Result<(oneshot::Sender<()>, JoinHandle<()>), ServerError> {
+) -> Result<
+    (
+        oneshot::Sender<()>,
+        JoinHandle<()>,
+        crate::api::SubscriptionsStop,
+    ),
+    ServerError,
+> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
-        .add_service(crate::health::HealthServer::new(crate::health::HealthService::new(stopping.clone())))
+        .add_service(crate::health::HealthServer::new(
+            crate::health::HealthService::new(stopping.clone()),
+        ))
         .add_service(RaftTransportServer::new(ctx.registry.service()))
         .add_service(MetaServer::new(MetaService::new(ctx.placement.clone())));
-    let router = crate::api::add_services(router, ctx.clone());
+    let (router, subscriptions) = crate::api::add_services_with_stop(router, ctx.clone());
     // Server reflection, so that grpcurl works without the .proto files. Real builds
     // only: tonic-reflection is built against the real tonic.
     #[cfg(not(madsim))]
@@ -192,7 +205,7 @@ fn serve(
             tracing::error!(node_id = %me, listen = %listen, error = %e, "gRPC server failed");
         }
     });
-    Ok((stop_tx, task))
+    Ok((stop_tx, task, subscriptions))
 }
 
 #[cfg(not(madsim))]
@@ -249,6 +262,7 @@ impl NodeHandle {
     async fn shutdown_steps(&mut self) {
         self.ready.store(false, Ordering::SeqCst);
         self.stopping.store(true, Ordering::SeqCst);
+        self.subscriptions.stop();
         for t in self.tasks.drain(..) {
             t.abort();
         }
