@@ -14,7 +14,9 @@ use futures::Stream;
 use runnel_proto::health::health_check_response::ServingStatus;
 use runnel_proto::health::health_server::Health;
 pub use runnel_proto::health::health_server::HealthServer;
-use runnel_proto::health::{HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse};
+use runnel_proto::health::{
+    HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
+};
 use tonic::{Request, Response, Status};
 
 /// The services this port answers for, by their full gRPC names.
@@ -46,19 +48,28 @@ impl HealthService {
         if !SERVICES.contains(&service) {
             return None;
         }
-        Some(if self.stopping.load(Ordering::Relaxed) { ServingStatus::NotServing } else { ServingStatus::Serving })
+        Some(if self.stopping.load(Ordering::Relaxed) {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        })
     }
 }
 
 fn response(status: ServingStatus) -> HealthCheckResponse {
-    HealthCheckResponse { status: status as i32 }
+    HealthCheckResponse {
+        status: status as i32,
+    }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Health for HealthService {
-    async fn check(&self, req: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+    async fn check(
+        &self,
+        req: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
         let service = &req.get_ref().service;
         match self.status_of(service) {
             Some(s) => Ok(Response::new(response(s))),
@@ -69,7 +80,10 @@ impl Health for HealthService {
         }
     }
 
-    async fn list(&self, _req: Request<HealthListRequest>) -> Result<Response<HealthListResponse>, Status> {
+    async fn list(
+        &self,
+        _req: Request<HealthListRequest>,
+    ) -> Result<Response<HealthListResponse>, Status> {
         let statuses = SERVICES
             .iter()
             .filter_map(|s| self.status_of(s).map(|st| (s.to_string(), response(st))))
@@ -79,7 +93,10 @@ impl Health for HealthService {
 
     type WatchStream = WatchStream;
 
-    async fn watch(&self, req: Request<HealthCheckRequest>) -> Result<Response<WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<HealthCheckRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
         let service = req.into_inner().service;
         let this = self.clone();
         // Sends the status now and again whenever it changes; ends at NOT_SERVING.
@@ -88,7 +105,9 @@ impl Health for HealthService {
             let service = service.clone();
             async move {
                 loop {
-                    let now = this.status_of(&service).unwrap_or(ServingStatus::ServiceUnknown);
+                    let now = this
+                        .status_of(&service)
+                        .unwrap_or(ServingStatus::ServiceUnknown);
                     if last == Some(ServingStatus::NotServing) {
                         return None;
                     }
@@ -112,12 +131,32 @@ mod tests {
         let stopping = Arc::new(AtomicBool::new(false));
         let h = HealthService::new(stopping.clone());
         let check = |s: &str| h.check(Request::new(HealthCheckRequest { service: s.into() }));
-        assert_eq!(check("").await.unwrap().into_inner().status, ServingStatus::Serving as i32);
-        assert_eq!(check("runnel.v1.Records").await.unwrap().into_inner().status, ServingStatus::Serving as i32);
-        assert_eq!(check("nope").await.unwrap_err().code(), tonic::Code::NotFound);
+        assert_eq!(
+            check("").await.unwrap().into_inner().status,
+            ServingStatus::Serving as i32
+        );
+        assert_eq!(
+            check("runnel.v1.Records")
+                .await
+                .unwrap()
+                .into_inner()
+                .status,
+            ServingStatus::Serving as i32
+        );
+        assert_eq!(
+            check("nope").await.unwrap_err().code(),
+            tonic::Code::NotFound
+        );
         stopping.store(true, Ordering::Relaxed);
-        assert_eq!(check("").await.unwrap().into_inner().status, ServingStatus::NotServing as i32);
-        let list = h.list(Request::new(HealthListRequest {})).await.unwrap().into_inner();
+        assert_eq!(
+            check("").await.unwrap().into_inner().status,
+            ServingStatus::NotServing as i32
+        );
+        let list = h
+            .list(Request::new(HealthListRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(list.statuses.len(), SERVICES.len());
     }
 }
