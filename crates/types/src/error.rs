@@ -20,14 +20,19 @@ pub enum TypesError {
     #[error("invalid shard count {count}: must be between 1 and {max}")]
     InvalidShardCount { count: u32, max: u32 },
 
-    #[error("split point {point} is not inside the range {start}..={end} (it must leave both halves non-empty)")]
+    #[error(
+        "split point {point} is not inside the range {start}..={end} (it must leave both halves non-empty)"
+    )]
     SplitPointOutside { point: u128, start: u128, end: u128 },
 
     #[error("ranges {left} and {right} are not adjacent, so they cannot be merged")]
     RangesNotAdjacent { left: String, right: String },
 
     #[error("invalid record: {field} {problem}")]
-    InvalidRecord { field: &'static str, problem: String },
+    InvalidRecord {
+        field: &'static str,
+        problem: String,
+    },
 
     #[error("corrupt record batch: {0}")]
     CorruptBatch(String),

@@ -11,14 +11,18 @@ use crate::error::TypesError;
 use crate::limits::SHARDS_PER_STREAM_MAX;
 
 /// A point of the 128-bit hash key space.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct HashKey(pub u128);
 
 impl HashKey {
     /// The hash key of a partition key: MD5 of its UTF-8 bytes, big-endian.
     pub fn of_partition_key(partition_key: &str) -> HashKey {
-        HashKey(u128::from_be_bytes(md5::compute(partition_key.as_bytes()).0))
+        HashKey(u128::from_be_bytes(
+            md5::compute(partition_key.as_bytes()).0,
+        ))
     }
 }
 
@@ -33,9 +37,15 @@ impl FromStr for HashKey {
     /// Decimal text, as Kinesis's `ExplicitHashKey`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() || s.len() > 39 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(TypesError::InvalidHashKey { value: s.to_string() });
+            return Err(TypesError::InvalidHashKey {
+                value: s.to_string(),
+            });
         }
-        s.parse::<u128>().map(HashKey).map_err(|_| TypesError::InvalidHashKey { value: s.to_string() })
+        s.parse::<u128>()
+            .map(HashKey)
+            .map_err(|_| TypesError::InvalidHashKey {
+                value: s.to_string(),
+            })
     }
 }
 
@@ -55,13 +65,19 @@ impl fmt::Display for HashRange {
 
 impl HashRange {
     /// The whole key space.
-    pub const FULL: HashRange = HashRange { start: HashKey(0), end: HashKey(u128::MAX) };
+    pub const FULL: HashRange = HashRange {
+        start: HashKey(0),
+        end: HashKey(u128::MAX),
+    };
 
     pub fn new(start: u128, end: u128) -> Result<HashRange, TypesError> {
         if start > end {
             return Err(TypesError::InvalidHashRange { start, end });
         }
-        Ok(HashRange { start: HashKey(start), end: HashKey(end) })
+        Ok(HashRange {
+            start: HashKey(start),
+            end: HashKey(end),
+        })
     }
 
     pub fn contains(&self, key: HashKey) -> bool {
@@ -76,40 +92,70 @@ impl HashRange {
     /// Split into `[start, point - 1]` and `[point, end]`. Both halves must be non-empty.
     pub fn split_at(&self, point: HashKey) -> Result<(HashRange, HashRange), TypesError> {
         if point.0 <= self.start.0 || point.0 > self.end.0 {
-            return Err(TypesError::SplitPointOutside { point: point.0, start: self.start.0, end: self.end.0 });
+            return Err(TypesError::SplitPointOutside {
+                point: point.0,
+                start: self.start.0,
+                end: self.end.0,
+            });
         }
         Ok((
-            HashRange { start: self.start, end: HashKey(point.0 - 1) },
-            HashRange { start: point, end: self.end },
+            HashRange {
+                start: self.start,
+                end: HashKey(point.0 - 1),
+            },
+            HashRange {
+                start: point,
+                end: self.end,
+            },
         ))
     }
 
     /// Merge with the range that directly follows this one.
     pub fn merge(&self, next: &HashRange) -> Result<HashRange, TypesError> {
         if self.end.0.checked_add(1) != Some(next.start.0) {
-            return Err(TypesError::RangesNotAdjacent { left: self.to_string(), right: next.to_string() });
+            return Err(TypesError::RangesNotAdjacent {
+                left: self.to_string(),
+                right: next.to_string(),
+            });
         }
-        Ok(HashRange { start: self.start, end: next.end })
+        Ok(HashRange {
+            start: self.start,
+            end: next.end,
+        })
     }
 
     /// `count` ranges of (nearly) equal size that tile the whole key space, in order.
     /// The first `2^128 mod count` ranges are one key larger than the rest.
     pub fn split_even(count: u32) -> Result<Vec<HashRange>, TypesError> {
         if count == 0 || count > SHARDS_PER_STREAM_MAX {
-            return Err(TypesError::InvalidShardCount { count, max: SHARDS_PER_STREAM_MAX });
+            return Err(TypesError::InvalidShardCount {
+                count,
+                max: SHARDS_PER_STREAM_MAX,
+            });
         }
         let n = count as u128;
         // 2^128 = q * n + r; the first r ranges hold q + 1 keys, the others q. Computed
         // from 2^128 - 1 = q1 * n + r1 so nothing overflows: if r1 + 1 == n then
         // q = q1 + 1 and r = 0, else q = q1 and r = r1 + 1.
         let (q1, r1) = (u128::MAX / n, u128::MAX % n);
-        let (big_minus_one, small_minus_one, r) =
-            if r1 + 1 == n { (q1, q1, 0) } else { (q1, q1 - 1, r1 + 1) };
+        let (big_minus_one, small_minus_one, r) = if r1 + 1 == n {
+            (q1, q1, 0)
+        } else {
+            (q1, q1 - 1, r1 + 1)
+        };
         let mut out = Vec::with_capacity(count as usize);
         let mut start: u128 = 0;
         for i in 0..n {
-            let end = start + if i < r { big_minus_one } else { small_minus_one };
-            out.push(HashRange { start: HashKey(start), end: HashKey(end) });
+            let end = start
+                + if i < r {
+                    big_minus_one
+                } else {
+                    small_minus_one
+                };
+            out.push(HashRange {
+                start: HashKey(start),
+                end: HashKey(end),
+            });
             start = end.wrapping_add(1);
         }
         Ok(out)
@@ -131,7 +177,9 @@ pub fn check_tiling(ranges: &[HashRange]) -> Result<Vec<HashRange>, String> {
     }
     match expect {
         None => Ok(sorted),
-        Some(e) => Err(format!("keys from {e} to the end of the key space are not covered")),
+        Some(e) => Err(format!(
+            "keys from {e} to the end of the key space are not covered"
+        )),
     }
 }
 
@@ -143,8 +191,14 @@ mod tests {
     #[test]
     fn md5_matches_kinesis() {
         // MD5("") = d41d8cd98f00b204e9800998ecf8427e, read big-endian.
-        assert_eq!(HashKey::of_partition_key("").0, 0xd41d8cd98f00b204e9800998ecf8427e);
-        assert_eq!(HashKey::of_partition_key("a").0, 0x0cc175b9c0f1b6a831c399e269772661);
+        assert_eq!(
+            HashKey::of_partition_key("").0,
+            0xd41d8cd98f00b204e9800998ecf8427e
+        );
+        assert_eq!(
+            HashKey::of_partition_key("a").0,
+            0x0cc175b9c0f1b6a831c399e269772661
+        );
     }
 
     #[test]
@@ -155,7 +209,9 @@ mod tests {
 
     #[test]
     fn split_and_merge_round_trip() {
-        let (a, b) = HashRange::FULL.split_at(HashRange::FULL.midpoint()).unwrap();
+        let (a, b) = HashRange::FULL
+            .split_at(HashRange::FULL.midpoint())
+            .unwrap();
         assert_eq!(a.end.0, u128::MAX / 2);
         assert_eq!(a.merge(&b).unwrap(), HashRange::FULL);
         assert!(b.merge(&a).is_err());
@@ -169,7 +225,11 @@ mod tests {
         let mut r = HashRange::split_even(4).unwrap();
         assert!(check_tiling(&r).is_ok());
         r.remove(2);
-        assert!(check_tiling(&r).unwrap_err().contains("expected a range starting at"));
+        assert!(
+            check_tiling(&r)
+                .unwrap_err()
+                .contains("expected a range starting at")
+        );
     }
 
     proptest! {

@@ -102,11 +102,16 @@ impl StreamName {
         let reason = if name.len() < STREAM_NAME_LEN_MIN {
             Some("it is empty".to_string())
         } else if name.len() > STREAM_NAME_LEN_MAX {
-            Some(format!("it is {} bytes long; the limit is {STREAM_NAME_LEN_MAX}", name.len()))
+            Some(format!(
+                "it is {} bytes long; the limit is {STREAM_NAME_LEN_MAX}",
+                name.len()
+            ))
         } else {
             name.chars()
                 .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-                .map(|c| format!("it contains {c:?}; only letters, digits, '_', '.' and '-' are allowed"))
+                .map(|c| {
+                    format!("it contains {c:?}; only letters, digits, '_', '.' and '-' are allowed")
+                })
         };
         match reason {
             Some(reason) => Err(TypesError::InvalidStreamName { name, reason }),
@@ -151,7 +156,9 @@ impl FromStr for StreamName {
 /// Because the log index only grows (across leader changes too), so does the sequence
 /// number; and an iterator position maps back to a log index with no lookup table.
 /// On the wire and to users it is a decimal string, as in Kinesis.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct SeqNo(pub u128);
 
@@ -184,11 +191,15 @@ impl FromStr for SeqNo {
     type Err = TypesError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() || s.len() > 39 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(TypesError::InvalidSequenceNumber { value: s.to_string() });
+            return Err(TypesError::InvalidSequenceNumber {
+                value: s.to_string(),
+            });
         }
         s.parse::<u128>()
             .map(SeqNo)
-            .map_err(|_| TypesError::InvalidSequenceNumber { value: s.to_string() })
+            .map_err(|_| TypesError::InvalidSequenceNumber {
+                value: s.to_string(),
+            })
     }
 }
 
@@ -218,9 +229,19 @@ mod tests {
 
     #[test]
     fn seqno_rejects_bad_text() {
-        for bad in ["", "-1", "12a", " 1", "1".repeat(40).as_str(), "340282366920938463463374607431768211456"] {
+        for bad in [
+            "",
+            "-1",
+            "12a",
+            " 1",
+            "1".repeat(40).as_str(),
+            "340282366920938463463374607431768211456",
+        ] {
             assert!(bad.parse::<SeqNo>().is_err(), "{bad:?} should be rejected");
         }
-        assert_eq!(u128::MAX.to_string().parse::<SeqNo>().unwrap().log_index(), LogIndex(u64::MAX));
+        assert_eq!(
+            u128::MAX.to_string().parse::<SeqNo>().unwrap().log_index(),
+            LogIndex(u64::MAX)
+        );
     }
 }

@@ -7,7 +7,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::TypesError;
 use crate::hash::HashKey;
-use crate::limits::{BATCH_RECORDS_MAX, PARTITION_KEY_BYTES_MAX, PARTITION_KEY_LEN_MIN, RECORD_DATA_BYTES_MAX};
+use crate::limits::{
+    BATCH_RECORDS_MAX, PARTITION_KEY_BYTES_MAX, PARTITION_KEY_LEN_MIN, RECORD_DATA_BYTES_MAX,
+};
 
 /// One record as a producer sends it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,19 +21,27 @@ pub struct Record {
 
 impl Record {
     pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Record {
-        Record { partition_key: partition_key.into(), explicit_hash_key: None, data: data.into() }
+        Record {
+            partition_key: partition_key.into(),
+            explicit_hash_key: None,
+            data: data.into(),
+        }
     }
 
     /// The key that routes this record to its shard.
     pub fn hash_key(&self) -> HashKey {
-        self.explicit_hash_key.unwrap_or_else(|| HashKey::of_partition_key(&self.partition_key))
+        self.explicit_hash_key
+            .unwrap_or_else(|| HashKey::of_partition_key(&self.partition_key))
     }
 
     /// Checks the limits a record must meet, naming the field and the limit.
     pub fn validate(&self) -> Result<(), TypesError> {
         let pk = self.partition_key.len();
         if pk < PARTITION_KEY_LEN_MIN {
-            return Err(TypesError::InvalidRecord { field: "partition_key", problem: "is empty".into() });
+            return Err(TypesError::InvalidRecord {
+                field: "partition_key",
+                problem: "is empty".into(),
+            });
         }
         if pk > PARTITION_KEY_BYTES_MAX {
             return Err(TypesError::InvalidRecord {
@@ -42,7 +52,10 @@ impl Record {
         if self.data.len() > RECORD_DATA_BYTES_MAX {
             return Err(TypesError::InvalidRecord {
                 field: "data",
-                problem: format!("is {} bytes; the limit is {RECORD_DATA_BYTES_MAX}", self.data.len()),
+                problem: format!(
+                    "is {} bytes; the limit is {RECORD_DATA_BYTES_MAX}",
+                    self.data.len()
+                ),
             });
         }
         Ok(())
@@ -50,7 +63,15 @@ impl Record {
 
     /// Bytes this record takes in an encoded batch.
     pub fn encoded_len(&self) -> usize {
-        2 + self.partition_key.len() + 1 + if self.explicit_hash_key.is_some() { 16 } else { 0 } + 4 + self.data.len()
+        2 + self.partition_key.len()
+            + 1
+            + if self.explicit_hash_key.is_some() {
+                16
+            } else {
+                0
+            }
+            + 4
+            + self.data.len()
     }
 }
 
@@ -85,7 +106,10 @@ pub fn decode_batch(payload: &Bytes) -> Result<Vec<Record>, TypesError> {
     let corrupt = |what: String| TypesError::CorruptBatch(what);
     let mut buf = payload.clone();
     if buf.remaining() < BATCH_HEADER_LEN {
-        return Err(corrupt(format!("{} bytes is shorter than the batch header", buf.remaining())));
+        return Err(corrupt(format!(
+            "{} bytes is shorter than the batch header",
+            buf.remaining()
+        )));
     }
     let version = buf.get_u8();
     if version != BATCH_FORMAT_V1 {
@@ -93,14 +117,19 @@ pub fn decode_batch(payload: &Bytes) -> Result<Vec<Record>, TypesError> {
     }
     let count = buf.get_u32_le() as usize;
     if count > BATCH_RECORDS_MAX {
-        return Err(corrupt(format!("{count} records exceeds the limit of {BATCH_RECORDS_MAX}")));
+        return Err(corrupt(format!(
+            "{count} records exceeds the limit of {BATCH_RECORDS_MAX}"
+        )));
     }
     // Each record takes at least 7 bytes: never trust `count` for an allocation.
     let mut out = Vec::with_capacity(count.min(buf.remaining() / 7));
     for i in 0..count {
         let need = |buf: &Bytes, n: usize, what: &str| {
             if buf.remaining() < n {
-                Err(corrupt(format!("record {i}: {what} needs {n} bytes, {} remain", buf.remaining())))
+                Err(corrupt(format!(
+                    "record {i}: {what} needs {n} bytes, {} remain",
+                    buf.remaining()
+                )))
             } else {
                 Ok(())
             }
@@ -117,16 +146,27 @@ pub fn decode_batch(payload: &Bytes) -> Result<Vec<Record>, TypesError> {
                 need(&buf, 16, "explicit hash key")?;
                 Some(HashKey(buf.get_u128()))
             }
-            f => return Err(corrupt(format!("record {i}: hash key flag {f} is neither 0 nor 1"))),
+            f => {
+                return Err(corrupt(format!(
+                    "record {i}: hash key flag {f} is neither 0 nor 1"
+                )));
+            }
         };
         need(&buf, 4, "data length")?;
         let data_len = buf.get_u32_le() as usize;
         need(&buf, data_len, "data")?;
         let data = buf.split_to(data_len);
-        out.push(Record { partition_key: pk, explicit_hash_key, data });
+        out.push(Record {
+            partition_key: pk,
+            explicit_hash_key,
+            data,
+        });
     }
     if buf.has_remaining() {
-        return Err(corrupt(format!("{} bytes left over after {count} records", buf.remaining())));
+        return Err(corrupt(format!(
+            "{} bytes left over after {count} records",
+            buf.remaining()
+        )));
     }
     Ok(out)
 }
@@ -137,7 +177,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn record() -> impl Strategy<Value = Record> {
-        ("[a-z]{1,20}", proptest::option::of(any::<u128>()), proptest::collection::vec(any::<u8>(), 0..300))
+        (
+            "[a-z]{1,20}",
+            proptest::option::of(any::<u128>()),
+            proptest::collection::vec(any::<u8>(), 0..300),
+        )
             .prop_map(|(pk, ehk, data)| Record {
                 partition_key: pk,
                 explicit_hash_key: ehk.map(HashKey),
@@ -169,9 +213,19 @@ mod tests {
     #[test]
     fn validation_names_field_and_limit() {
         let mut r = Record::new("", Bytes::new());
-        assert!(r.validate().unwrap_err().to_string().contains("partition_key is empty"));
+        assert!(
+            r.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("partition_key is empty")
+        );
         r.partition_key = "k".repeat(257);
-        assert!(r.validate().unwrap_err().to_string().contains("limit is 256"));
+        assert!(
+            r.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("limit is 256")
+        );
         r.partition_key = "k".into();
         r.data = Bytes::from(vec![0u8; RECORD_DATA_BYTES_MAX + 1]);
         assert!(r.validate().unwrap_err().to_string().contains("data is"));
