@@ -22,6 +22,10 @@ use crate::types::{Command, PeerNode, Raft};
 /// How long `trim` waits for openraft to build the snapshot and purge.
 const TRIM_WAIT: Duration = Duration::from_secs(30);
 
+/// How long `transfer_leader` waits for the new leader to take over: the target must
+/// catch up with the log, then win an election (a few election timeouts at most).
+const TRANSFER_WAIT: Duration = Duration::from_secs(10);
+
 /// A committed record batch, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommittedBatch {
@@ -175,6 +179,53 @@ impl Group {
 
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.node_id)
+    }
+
+    /// The leader and its address as this node knows them (for `NotLeader`).
+    fn leader_hint(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some((NodeId(id), node.addr.clone()))
+    }
+
+    /// Hands this group's leadership to `to` and waits (at most [`TRANSFER_WAIT`])
+    /// until this node sees `to` as the leader. Call on the leader; elsewhere it is
+    /// [`Error::NotLeader`]. `to` must be a voter of the group.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), Error> {
+        if !self.is_leader() {
+            return Err(Error::NotLeader {
+                group: self.id,
+                leader: self.leader_hint(),
+            });
+        }
+        if to == self.node_id {
+            return Ok(());
+        }
+        let is_voter = {
+            let m = self.raft.metrics().borrow().clone();
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == to.0)
+        };
+        if !is_voter {
+            return Err(Error::Raft {
+                group: self.id,
+                detail: format!("cannot transfer leadership to node {to}: not a voter"),
+            });
+        }
+        self.raft
+            .trigger()
+            .transfer_leader(to.0)
+            .await
+            .map_err(|e| self.raft_err(e))?;
+        self.raft
+            .wait(Some(TRANSFER_WAIT))
+            .metrics(|m| m.current_leader == Some(to.0), "leadership transferred")
+            .await
+            .map_err(|e| self.raft_err(format!("transfer leadership to node {to}: {e}")))?;
+        Ok(())
     }
 
     /// Adds `node` as a learner and waits until it has caught up with the log.

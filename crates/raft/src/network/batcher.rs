@@ -101,6 +101,9 @@ async fn gather(
 }
 
 async fn send(peer: &PeerConn, batch: Vec<BatchItem>) {
+    // Items whose sender already gave up are sent all the same: a late heartbeat
+    // still resets the follower's election timer, and dropping it turns an overloaded
+    // node into one that also runs elections.
     let (requests, replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|i| (i.request, i.reply)).unzip();
     let n = requests.len();

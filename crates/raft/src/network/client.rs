@@ -12,7 +12,8 @@ use futures::StreamExt;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, RaftNetworkFactory};
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
@@ -245,6 +246,33 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.vote_rpc(target, group, rpc, option, true).await
+    }
+
+    /// Tells `target` that this group's leader hands leadership to `req.to_node_id()`.
+    async fn transfer_leader(
+        &self,
+        target: u64,
+        group: GroupId,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let peer = self.peer(target)?;
+        let mut client = peer.client().await.map_err(unreachable)?;
+        let req = wire::transfer_req_to_pb(group.0, &req);
+        let rpc = client.transfer_leader(req);
+        let resp = match crate::runtime::timeout(option.hard_ttl(), rpc).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => {
+                peer.reset().await;
+                let msg = format!("TransferLeader to node {target}: {status}");
+                return Err(network(msg));
+            }
+            Err(_) => {
+                let msg = format!("TransferLeader to node {target}: timed out");
+                return Err(network(msg));
+            }
+        };
+        wire::transfer_resp_from_pb(resp).map_err(|e| network(e.to_string()))
     }
 
     async fn full_snapshot(

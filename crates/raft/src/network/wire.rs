@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderError, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
 use openraft::vote::RaftLeaderId;
 use runnel_log::Entry as LogEntry;
 use runnel_proto::internal::v1 as pb;
@@ -245,4 +248,66 @@ pub fn snapshot_meta_from_pb(m: Option<pb::SnapshotMeta>) -> Result<RaftSnapshot
         last_log_id: log_id_from_pb(m.last_log_id),
         last_membership: RaftStoredMembership::new(log_id_from_pb(m.membership_log_id), membership),
     })
+}
+
+pub fn transfer_req_to_pb(
+    group: u64,
+    r: &TransferLeaderRequest<TypeConfig>,
+) -> pb::TransferLeaderRequest {
+    pb::TransferLeaderRequest {
+        group_id: group,
+        from_leader: Some(vote_to_pb(r.from_leader())),
+        to_node_id: *r.to_node_id(),
+        last_log_id: r.last_log_id().map(log_id_to_pb),
+    }
+}
+
+pub fn transfer_req_from_pb(
+    r: pb::TransferLeaderRequest,
+) -> Result<TransferLeaderRequest<TypeConfig>, Error> {
+    Ok(TransferLeaderRequest::new(
+        vote_from_pb(r.from_leader, "transfer leader request")?,
+        r.to_node_id,
+        log_id_from_pb(r.last_log_id),
+    ))
+}
+
+pub fn transfer_resp_to_pb(r: &TransferLeaderResponse<TypeConfig>) -> pb::TransferLeaderResponse {
+    use pb::transfer_leader_response::Result as R;
+    let result = match r {
+        Ok(()) => R::Ok(pb::Empty {}),
+        Err(TransferLeaderError::VoteChanged { expected, actual }) => {
+            R::VoteChanged(pb::VoteChanged {
+                expected: Some(vote_to_pb(expected)),
+                actual: Some(vote_to_pb(actual)),
+            })
+        }
+        Err(TransferLeaderError::LogNotFlushed { expected, actual }) => {
+            R::LogNotFlushed(pb::LogNotFlushed {
+                expected: expected.as_ref().map(log_id_to_pb),
+                actual: actual.as_ref().map(log_id_to_pb),
+            })
+        }
+    };
+    pb::TransferLeaderResponse {
+        result: Some(result),
+    }
+}
+
+pub fn transfer_resp_from_pb(
+    r: pb::TransferLeaderResponse,
+) -> Result<TransferLeaderResponse<TypeConfig>, Error> {
+    use pb::transfer_leader_response::Result as R;
+    match r.result {
+        Some(R::Ok(_)) => Ok(Ok(())),
+        Some(R::VoteChanged(v)) => Ok(Err(TransferLeaderError::VoteChanged {
+            expected: vote_from_pb(v.expected, "transfer leader response")?,
+            actual: vote_from_pb(v.actual, "transfer leader response")?,
+        })),
+        Some(R::LogNotFlushed(l)) => Ok(Err(TransferLeaderError::LogNotFlushed {
+            expected: log_id_from_pb(l.expected),
+            actual: log_id_from_pb(l.actual),
+        })),
+        None => Err(missing("transfer leader response", "result")),
+    }
 }

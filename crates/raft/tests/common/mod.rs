@@ -340,3 +340,39 @@ pub async fn membership_change(c: &mut impl Cluster, groups: &[GroupId]) -> anyh
     }
     Ok(())
 }
+
+/// Leadership moves to a chosen follower on request; the group keeps committing
+/// through the new leader, and every replica holds the same batches.
+pub async fn transfer_leadership(c: &mut impl Cluster, groups: &[GroupId]) -> anyhow::Result<()> {
+    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+    for n in nodes {
+        c.start(n).await?;
+    }
+    create_groups(c, &nodes, groups).await?;
+    for g in groups {
+        let mut acks = vec![write(c, &nodes, *g, records("t0", 3)).await?];
+        let leader = leader_of(c, &nodes, *g).await?;
+        let to = *nodes
+            .iter()
+            .rev()
+            .find(|n| **n != leader)
+            .context("a follower")?;
+        let lg = c.registry(leader).context("leader")?.group(*g)?;
+        lg.transfer_leader(to).await?;
+        let tg = c.registry(to).context("target")?.group(*g)?;
+        with_patience(c, "the target to lead", async || {
+            tg.is_leader().then_some(())
+        })
+        .await?;
+        // Written on the new leader only (it may take a moment to accept writes
+        // after its election): it must commit there.
+        acks.push(write(c, &[to], *g, records("t1", 3)).await?);
+        acks.push(write(c, &nodes, *g, records("t2", 3)).await?);
+        let top = acks.iter().map(|a| a.index).max().context("acks")?;
+        for n in nodes {
+            wait_committed(c, n, *g, top).await?;
+        }
+        check_same(c, &nodes, *g, LogIndex(1), top, &acks).await?;
+    }
+    Ok(())
+}
