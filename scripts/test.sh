@@ -13,7 +13,10 @@ echo "==> cargo test (real tokio)"
 cargo test --workspace --locked
 
 echo "==> cargo test (madsim: RUSTFLAGS=\"--cfg madsim\", CARGO_TARGET_DIR=target/madsim)"
-RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="${MADSIM_TARGET_DIR:-target/madsim}" \
+# rustdoc does not read RUSTFLAGS: without RUSTDOCFLAGS the doctests would compile the
+# crates' real-build code against dependencies built for the simulation.
+RUSTFLAGS="--cfg madsim" RUSTDOCFLAGS="--cfg madsim" \
+    CARGO_TARGET_DIR="${MADSIM_TARGET_DIR:-target/madsim}" \
     cargo test --workspace --locked
 
 echo "==> deploy checks (Helm chart, dashboards, alert rules)"
