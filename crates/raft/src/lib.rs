@@ -19,7 +19,7 @@
 //!   [`network::wire`] converts between openraft's messages and the protobuf ones.
 //! - [`registry`]: the groups a node hosts (create, open on restart, remove).
 //! - [`group`]: one hosted group's handle: write, read committed entries, watch the
-//!   commit point, change membership, trim.
+//!   commit point, change membership, hand leadership to another voter, trim.
 //! - [`pipeline`]: group commit on the leader: concurrent writes gathered into one
 //!   Raft entry.
 //! - [`error`]: [`Error`], the one error type.
