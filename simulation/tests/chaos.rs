@@ -20,7 +20,10 @@ fn chaos() {
             break; // MADSIM_TEST_SEED picks the seeds: run them once.
         }
     }
-    assert!(failed.is_empty(), "failed seeds: {failed:?} (replay commands above)");
+    assert!(
+        failed.is_empty(),
+        "failed seeds: {failed:?} (replay commands above)"
+    );
 }
 
 /// Known open bug (SIMULATION.md, "Open bugs"): when a balance move removes the shard's
@@ -32,5 +35,8 @@ fn chaos() {
 #[ignore = "known open bug: leaderless shard after a move removes its leader (seed 6)"]
 fn known_bug_seed_6() {
     let summary = runner::run_seeds("chaos", 6..7, usize::MAX);
-    assert!(summary.failed.is_empty(), "seed 6 still fails (see the doc comment)");
+    assert!(
+        summary.failed.is_empty(),
+        "seed 6 still fails (see the doc comment)"
+    );
 }
