@@ -10,13 +10,11 @@
 //! hook would only delay the shutdown; the node is then treated as down and its
 //! replicas are rebuilt elsewhere after the grace period).
 //!
-//! Reading `spec.replicas`: [`Request`] is the in-cluster call (API server from
-//! `KUBERNETES_SERVICE_HOST`/`_PORT`, namespace and bearer token from the service
-//! account files), and [`replicas_from_json`] reads the answer. *Not done yet*: the
-//! HTTPS call itself. The CLI carries no TLS client (rustls and its crypto would double
-//! its build), so [`fetch_replicas`] reports "not readable" and the hook never drains;
-//! until that lands, drain by hand before a scale-down (`runnel cluster drain N --wait`)
-//! or set `scaleDown.drain: false`.
+//! Reading `spec.replicas`: [`request`] builds the in-cluster call (API server from
+//! `KUBERNETES_SERVICE_HOST`/`_PORT`, namespace, bearer token and CA from the service
+//! account files), [`crate::https`] makes it (TLS verified against the service
+//! account's `ca.crt`), and [`replicas_from_json`] reads the answer. The chart's Role
+//! grants `get` on its own StatefulSet only.
 
 use std::path::Path;
 
@@ -117,15 +115,49 @@ pub fn request(
     })
 }
 
-/// Reads `spec.replicas`. Not done: see the module doc; always `Unknown` for now.
+/// How long the hook waits for the API server; a failed read only skips the drain.
+pub const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads `spec.replicas` from inside a pod.
+#[cfg(not(madsim))]
 pub fn fetch_replicas(statefulset: &str) -> Replicas {
     let env = |k: &str| std::env::var(k).ok();
-    match request(statefulset, env, Path::new(SERVICE_ACCOUNT_DIR)) {
-        Err(why) => Replicas::Unknown(why),
-        Ok(req) => Replicas::Unknown(format!(
-            "this runnel has no HTTPS client to GET {}; drain by hand before scaling down",
-            req.url
+    let sa_dir = Path::new(SERVICE_ACCOUNT_DIR);
+    let req = match request(statefulset, env, sa_dir) {
+        Ok(req) => req,
+        Err(why) => return Replicas::Unknown(why),
+    };
+    match std::fs::read(sa_dir.join("ca.crt")) {
+        Ok(ca) => fetch_replicas_with(&req, &ca, API_TIMEOUT),
+        Err(e) => Replicas::Unknown(format!(
+            "cannot read {}: {e}",
+            sa_dir.join("ca.crt").display()
         )),
+    }
+}
+
+/// A simulation build carries no TLS stack (nothing in the simulation runs the hook).
+#[cfg(madsim)]
+pub fn fetch_replicas(_statefulset: &str) -> Replicas {
+    Replicas::Unknown("a simulation build has no HTTPS client".into())
+}
+
+/// Makes `req`, trusting `ca_pem`, and reads the answer: 200 with a StatefulSet is
+/// its count, 404 is gone, anything else is unknown (with the status and the start of
+/// the body, which for the API server says what was refused and why).
+#[cfg(not(madsim))]
+pub fn fetch_replicas_with(req: &Request, ca_pem: &[u8], timeout: std::time::Duration) -> Replicas {
+    match crate::https::get(&req.url, &req.token, ca_pem, timeout) {
+        Err(e) => Replicas::Unknown(format!("GET {}: {e}", req.url)),
+        Ok(resp) if resp.status == 200 => match replicas_from_json(&resp.body) {
+            Ok(n) => Replicas::Count(n),
+            Err(why) => Replicas::Unknown(format!("GET {}: {why}", req.url)),
+        },
+        Ok(resp) if resp.status == 404 => Replicas::Gone,
+        Ok(resp) => {
+            let excerpt: String = resp.body.chars().take(200).collect();
+            Replicas::Unknown(format!("GET {}: HTTP {}: {excerpt}", req.url, resp.status))
+        }
     }
 }
 
@@ -182,5 +214,117 @@ mod tests {
         );
         assert_eq!(r.token, "tok");
         assert!(request("runnel", |_| None, dir.path()).is_err());
+    }
+
+    /// A one-shot HTTPS server on 127.0.0.1 with the test CA's certificate, answering
+    /// `answer` to the first request and handing the request back.
+    #[cfg(not(madsim))]
+    fn serve_once(answer: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use std::io::{Read, Write};
+        let certs = vec![
+            CertificateDer::from_pem_slice(include_bytes!("../tests/fixtures/tls/server.crt"))
+                .expect("server cert"),
+        ];
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../tests/fixtures/tls/server.key"))
+            .expect("server key");
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let handle = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().expect("accept");
+            let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).expect("conn");
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => return String::from_utf8_lossy(&request).into_owned(),
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tls.write_all(answer.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        (format!("127.0.0.1:{port}"), handle)
+    }
+
+    #[cfg(not(madsim))]
+    fn req(addr: &str) -> Request {
+        Request {
+            url: format!("https://{addr}/apis/apps/v1/namespaces/streams/statefulsets/runnel"),
+            token: "sekrit".into(),
+        }
+    }
+
+    #[cfg(not(madsim))]
+    #[test]
+    fn replicas_are_fetched_over_verified_tls() {
+        let ca = include_bytes!("../tests/fixtures/tls/ca.crt");
+        let timeout = std::time::Duration::from_secs(20);
+
+        let (addr, server) = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 44\r\n\r\n{\"kind\":\"StatefulSet\",\"spec\":{\"replicas\":4}}",
+        );
+        assert_eq!(
+            fetch_replicas_with(&req(&addr), ca, timeout),
+            Replicas::Count(4)
+        );
+        let seen = server.join().expect("server");
+        assert!(
+            seen.starts_with(
+                "GET /apis/apps/v1/namespaces/streams/statefulsets/runnel HTTP/1.1\r\n"
+            ),
+            "{seen}"
+        );
+        assert!(seen.contains("Authorization: Bearer sekrit\r\n"), "{seen}");
+
+        let (addr, server) = serve_once(
+            "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        );
+        assert_eq!(
+            fetch_replicas_with(&req(&addr), ca, timeout),
+            Replicas::Gone
+        );
+        server.join().expect("server");
+
+        let (addr, server) =
+            serve_once("HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nforbidden");
+        let got = fetch_replicas_with(&req(&addr), ca, timeout);
+        assert!(
+            matches!(&got, Replicas::Unknown(w) if w.contains("HTTP 403: forbidden")),
+            "{got:?}"
+        );
+        server.join().expect("server");
+
+        // A server whose certificate the service account's CA did not sign is refused.
+        let (addr, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let other = include_bytes!("../tests/fixtures/tls/other-ca.crt");
+        let got = fetch_replicas_with(&req(&addr), other, timeout);
+        assert!(
+            matches!(&got, Replicas::Unknown(w) if w.contains("TLS")),
+            "{got:?}"
+        );
+        server.join().expect("server");
+
+        // Nobody listening.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr").to_string();
+        drop(closed);
+        let got = fetch_replicas_with(&req(&addr), ca, timeout);
+        assert!(
+            matches!(&got, Replicas::Unknown(w) if w.contains("cannot connect")),
+            "{got:?}"
+        );
     }
 }

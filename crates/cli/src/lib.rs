@@ -29,6 +29,8 @@ pub mod cluster;
 pub mod dev;
 pub mod error;
 pub mod group;
+#[cfg(not(madsim))]
+pub mod https;
 pub mod k8s;
 pub mod output;
 pub mod parse;
