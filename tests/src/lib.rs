@@ -4,3 +4,7 @@
 //!
 //! Everything here exists only in a normal build; under `--cfg madsim` the crate is
 //! empty.
+
+#![cfg(not(madsim))]
+
+pub mod ledger;
