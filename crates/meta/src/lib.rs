@@ -24,7 +24,8 @@
 //! *Safety of moves*: a replica move is add-learner, catch-up (reported by the shard
 //! leader), promote (reported), remove (reported); one move per shard at a time, so a
 //! voter leaves only after its replacement votes and a shard never drops below a
-//! majority of its voters.
+//! majority of its voters. A voter that leads is removed only after it has handed its
+//! leadership over, so the shard always has a leader that can finish the move.
 
 pub mod action;
 pub mod allocator;

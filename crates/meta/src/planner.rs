@@ -7,8 +7,8 @@
 //! validation `apply` uses):
 //!
 //! 1. liveness: mark nodes down that missed heartbeats;
-//! 2. moves in progress: promote caught-up learners, remove replaced replicas, cancel
-//!    moves whose learner went away;
+//! 2. moves in progress: promote caught-up learners, remove replaced replicas (once
+//!    they no longer lead), cancel moves whose learner went away;
 //! 3. new shards: initial replica sets (zone spread first, then least loaded);
 //! 4. new moves, at most `moves_in_flight_max` in flight in all: repair (replicas on
 //!    nodes down past the grace period, removed, or missing), then drain, then zone
@@ -86,6 +86,13 @@ pub(crate) struct Planner<'a> {
     pub(crate) actions: Vec<Action>,
 }
 
+/// Does `node` lead the shard, as last reported? A leader's replica is removed only
+/// after it has handed leadership over (the shard manager of a leader being moved off
+/// transfers to the preferred leader, which the planner never puts on that node).
+fn leads(shard: &crate::state::ShardInfo, node: NodeId) -> bool {
+    shard.leader.is_some_and(|l| l.node == node)
+}
+
 impl Planner<'_> {
     /// Applies the action to the scratch state and records it.
     pub(crate) fn emit(&mut self, action: Action) -> bool {
@@ -133,7 +140,11 @@ impl Planner<'_> {
                     node: mv.add,
                 }),
                 MovePhase::Removing => match mv.remove {
-                    Some(old) if shard.has_replica(old) && self.removal_keeps_majority(id, old) => {
+                    Some(old)
+                        if shard.has_replica(old)
+                            && !leads(shard, old)
+                            && self.removal_keeps_majority(id, old) =>
+                    {
                         Some(Action::RemoveReplica {
                             shard: id,
                             node: old,

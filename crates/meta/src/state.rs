@@ -139,6 +139,9 @@ pub struct ShardInfo {
     /// leadership to it whenever it is a live voter.
     pub preferred_leader: Option<NodeId>,
     /// The leader as last reported by a heartbeat, with the Raft term it reported.
+    /// Always a voter of the desired set: reports from other nodes are ignored, and a
+    /// replica that leads is not removed (it hands leadership over first), so a shard
+    /// that has had a leader keeps one through its moves.
     pub leader: Option<ReportedLeader>,
     /// The replica move in progress, at most one per shard.
     pub pending_move: Option<PendingMove>,
@@ -171,7 +174,10 @@ pub struct ReportedLeader {
 /// One replica move: add `add` (as a learner), wait until the shard leader reports it
 /// caught up, promote it to voter, wait for the leader to report the promotion, then
 /// remove `remove` (if any) and wait for that report. A move never takes a voter away
-/// before its replacement votes, so a shard never drops below a majority.
+/// before its replacement votes, so a shard never drops below a majority. If `remove`
+/// leads the shard, its removal waits until it has handed leadership to another voter
+/// (reported by the new leader's heartbeat): the leader is the one that carries the
+/// move out, and a removed leader would leave nobody to finish it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingMove {
     pub add: NodeId,

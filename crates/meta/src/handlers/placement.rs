@@ -241,6 +241,19 @@ fn remove_replica(state: &mut MetaState, shard: ShardId, node: NodeId) -> Result
             "its replacement has not been reported promoted",
         ));
     }
+    if let Some(leader) = info.leader.filter(|l| l.node == node) {
+        // Removing the leader's replica would leave the shard with no reported leader
+        // and nobody to finish the move (the leader carries moves out): it hands its
+        // leadership to the preferred leader first, and the new leader's report lifts
+        // this.
+        return Err(MetaError::precondition(
+            doing,
+            format!(
+                "node {node} leads the shard (term {}); its leadership moves to another voter first",
+                leader.term
+            ),
+        ));
+    }
     let remaining: Vec<NodeId> = info.voters().filter(|v| *v != node).collect();
     let up = remaining
         .iter()
@@ -256,9 +269,6 @@ fn remove_replica(state: &mut MetaState, shard: ShardId, node: NodeId) -> Result
     info.replicas.retain(|r| r.node != node);
     if info.preferred_leader == Some(node) {
         info.preferred_leader = None;
-    }
-    if info.leader.is_some_and(|l| l.node == node) {
-        info.leader = None;
     }
     Ok(())
 }

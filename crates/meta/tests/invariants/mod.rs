@@ -73,6 +73,7 @@ pub fn check_state(w: &mut World) {
         if !deleting {
             // A deleted stream's replicas (learners too) stay until reclaimed.
             at_most_one_learner_and_only_for_a_move(shard);
+            the_reported_leader_is_a_voter(shard);
         }
         in_flight += usize::from(shard.pending_move.is_some());
     }
@@ -82,6 +83,46 @@ pub fn check_state(w: &mut World) {
         w.config.moves_in_flight_max
     );
     voter_changes_keep_a_majority(w);
+}
+
+/// Shards of placed streams that have a reported leader.
+pub fn led_shards(state: &MetaState) -> BTreeSet<runnel_types::ShardId> {
+    state
+        .placed_shards()
+        .filter(|(s, _)| s.leader.is_some())
+        .map(|(s, _)| s.id)
+        .collect()
+}
+
+/// Placement never takes a shard's reported leader away: a shard with a leader keeps
+/// one after the planner's actions apply (a move that removed the leader's replica used
+/// to leave the shard leaderless with its move stuck in `Removing`: chaos seed 6).
+pub fn placement_keeps_reported_leaders(
+    led_before: &BTreeSet<runnel_types::ShardId>,
+    after: &MetaState,
+    actions: &[Action],
+) {
+    for id in led_before {
+        if let Some(shard) = after.shards.get(id) {
+            assert!(
+                shard.leader.is_some(),
+                "the plan {actions:?} left shard {id} without its reported leader: {shard:?}"
+            );
+        }
+    }
+}
+
+fn the_reported_leader_is_a_voter(shard: &ShardInfo) {
+    if let Some(leader) = shard.leader {
+        assert_eq!(
+            shard.role_of(leader.node),
+            Some(ReplicaRole::Voter),
+            "shard {}: the reported leader {} is not a voter: {:?}",
+            shard.id,
+            leader.node,
+            shard.replicas
+        );
+    }
 }
 
 fn never_two_replicas_on_one_node(shard: &ShardInfo) {

@@ -241,6 +241,7 @@ impl World {
         );
         crate::invariants::check_actions(self, &known, &actions);
         let live_before = live_majorities(&known);
+        let led_before = crate::invariants::led_shards(&self.state);
         let cmd = Command::ApplyPlacement {
             now_ms: self.now_ms,
             actions: actions.clone(),
@@ -254,6 +255,7 @@ impl World {
             }
             other => panic!("unexpected result {other:?}"),
         }
+        crate::invariants::placement_keeps_reported_leaders(&led_before, &self.state, &actions);
         let live_after = live_majorities(&self.state);
         for shard in live_before.difference(&live_after) {
             if self.state.shards.contains_key(shard) {
@@ -305,9 +307,18 @@ impl World {
             return None;
         }
         let keep = entry.1.filter(|l| live.contains(l));
-        let wanted = match shard.preferred_leader.filter(|p| live.contains(p)) {
-            Some(p) => Some(p),
-            None => keep.or_else(|| live.first().copied()),
+        // As the real shard manager: a leader busy with a move keeps leading until the
+        // move is done, unless the move is removing it (then it hands over).
+        let follows_preference = match (keep, &shard.pending_move) {
+            (Some(l), Some(mv)) => {
+                mv.remove == Some(l) && mv.phase == runnel_meta::MovePhase::Removing
+            }
+            _ => true,
+        };
+        let preferred = shard.preferred_leader.filter(|p| live.contains(p));
+        let wanted = match (follows_preference, preferred) {
+            (true, Some(p)) => Some(p),
+            _ => keep.or_else(|| live.first().copied()),
         };
         if wanted != entry.1 {
             entry.0 += 1;
