@@ -20,13 +20,15 @@
 //! - as a shard leader: carry the pending move forward (add the learner and wait for
 //!   it to catch up, report `CaughtUp`; once promotion is ordered, change the voters,
 //!   report `Promoted`; once removal is ordered, change the voters, report `Removed`),
-//!   and hand leadership to the preferred leader when it is a live voter.
+//!   and hand leadership to the preferred leader when it is a live voter;
+//! - as the leader of a shard whose move removes this very replica (in `Removing`, or
+//!   after the removal was ordered, should it have won an election since): hand
+//!   leadership to another voter ([`hand_off`]); the new leader finishes the move.
+//!   Without this a move that replaced the leader stalled, leaderless (chaos seed 6).
 //!
-//! Leadership transfer uses openraft's `trigger().transfer_leader`, which needs the
-//! transport to carry openraft's TransferLeader message; `runnel-raft`'s router does
-//! not implement it yet (openraft-multi's default answers "not implemented"), so until
-//! it does, a transfer is attempted at most every [`TRANSFER_RETRY_MS`] and has no
-//! effect: leader balance then comes only from elections.
+//! Leadership transfer is `Group::transfer_leader` (openraft's TransferLeader, carried
+//! by the transport); a transfer is attempted at most every [`TRANSFER_RETRY_MS`] per
+//! shard.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -149,6 +151,9 @@ pub fn decide(
                 });
             }
             (false, true, Some(l)) if l.is_leader => out.extend(lead(state, me, info, l)),
+            (false, false, Some(l)) if l.is_leader && still_needed(info, me) => {
+                out.extend(hand_off(state, me, info, l));
+            }
             (false, false, Some(_)) if !still_needed(info, me) => out.push(LocalAction::Remove {
                 shard: info.id,
                 reclaimed: false,
@@ -224,6 +229,10 @@ fn lead(state: &MetaState, me: NodeId, info: &ShardInfo, l: &LocalShard) -> Opti
             }
             MovePhase::Removing => {
                 let gone = mv.remove?;
+                if gone == me {
+                    // The meta state removes a replica only once it no longer leads.
+                    return hand_off(state, me, info, l);
+                }
                 if info.has_replica(gone) {
                     return None; // removal not ordered yet
                 }
@@ -250,6 +259,26 @@ fn lead(state: &MetaState, me: NodeId, info: &ShardInfo, l: &LocalShard) -> Opti
     let live = state.node_is(to, &[NodeStatus::Up]);
     (to != me && live && l.voters.contains(&to))
         .then_some(LocalAction::TransferLeader { shard, to })
+}
+
+/// A leader whose replica the pending move removes hands leadership to another voter:
+/// the preferred leader if it can take it, else the first live voter of the desired
+/// set that the group's membership has. The new leader finishes the move (the meta
+/// state waits for its report before it orders the removal), so a move never strands
+/// the shard without a leader.
+fn hand_off(
+    state: &MetaState,
+    me: NodeId,
+    info: &ShardInfo,
+    l: &LocalShard,
+) -> Option<LocalAction> {
+    let can_lead =
+        |n: &NodeId| *n != me && l.voters.contains(n) && state.node_is(*n, &[NodeStatus::Up]);
+    let to = info
+        .preferred_leader
+        .filter(|p| info.role_of(*p) == Some(ReplicaRole::Voter) && can_lead(p))
+        .or_else(|| info.voters().find(can_lead))?;
+    Some(LocalAction::TransferLeader { shard: info.id, to })
 }
 
 /// Performs the shard manager's decisions on one node.
@@ -451,16 +480,8 @@ impl ShardManager {
             LocalAction::Report { shard, node, step } => self.report(shard, node, step).await?,
             LocalAction::TransferLeader { shard, to } => {
                 let group = self.registry.group(GroupId::from(shard))?;
-                group
-                    .raft()
-                    .trigger()
-                    .transfer_leader(to.0)
-                    .await
-                    .map_err(|e| {
-                        crate::error::ServerError::Internal(format!(
-                            "transfer of shard {shard} to {to}: {e}"
-                        ))
-                    })?;
+                group.transfer_leader(to).await?;
+                info!(shard_id = %shard, to = %to, "leadership transferred");
             }
         }
         Ok(())

@@ -304,3 +304,64 @@ fn a_leader_hands_over_to_a_live_preferred_voter() {
     );
     assert_eq!(decide(&s, preferred, &local), vec![]);
 }
+
+/// Chaos seed 6: the move replaces the shard's leader. In `Removing` the leader hands
+/// leadership over before its replica may go; should it lead again after the removal
+/// was ordered, it hands over again; the new leader finishes the move.
+#[test]
+fn a_leader_being_moved_off_hands_over_and_the_new_leader_finishes() {
+    let (mut s, shard, from) = moving(MovePhase::Promoting);
+    let add = s.shards[&shard].pending_move.as_ref().expect("move").add;
+    ok(
+        &mut s,
+        Command::ReportMove {
+            shard,
+            node: add,
+            step: MoveStep::Promoted,
+            now_ms: T,
+        },
+    );
+    let four: Vec<u64> = (1..=4).collect();
+    let leading = BTreeMap::from([(shard, hosted(&four, true))]);
+    let [LocalAction::TransferLeader { to, .. }] = decide(&s, from, &leading)[..] else {
+        panic!("{:?}", decide(&s, from, &leading));
+    };
+    assert_ne!(to, from);
+    assert_eq!(s.shards[&shard].role_of(to), Some(ReplicaRole::Voter));
+
+    // The removal is ordered once another voter reports leadership.
+    ok(
+        &mut s,
+        Command::Heartbeat {
+            node: to,
+            now_ms: T,
+            load: NodeLoad::default(),
+            leaders: vec![runnel_meta::LeaderReport {
+                shard,
+                term: runnel_types::Term(7),
+            }],
+        },
+    );
+    ok(
+        &mut s,
+        Command::ApplyPlacement {
+            now_ms: T,
+            actions: vec![Action::RemoveReplica { shard, node: from }],
+        },
+    );
+    // The new leader takes the old one out and reports it.
+    let actions = decide(&s, to, &leading);
+    assert!(
+        matches!(&actions[..], [LocalAction::ChangeVoters { node, step: MoveStep::Removed, voters, .. }] if *node == from && !voters.contains(&from)),
+        "{actions:?}"
+    );
+    // Had the old leader won an election meanwhile, it would hand over again rather
+    // than sit on the shard.
+    let [LocalAction::TransferLeader { to: again, .. }] = decide(&s, from, &leading)[..] else {
+        panic!("{:?}", decide(&s, from, &leading));
+    };
+    assert_ne!(again, from);
+    // A follower replica being moved off just waits for the report.
+    let following = BTreeMap::from([(shard, hosted(&four, false))]);
+    assert_eq!(decide(&s, from, &following), vec![]);
+}
