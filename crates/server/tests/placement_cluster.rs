@@ -321,3 +321,206 @@ async fn bootstrap_place_join_and_repair() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Starts nodes 1-3 as the initial cluster (and `joining` more, joining through node 1),
+/// waits until all are Up, creates `stream` with `shards` shards and waits until it is
+/// ACTIVE and settled.
+async fn cluster_with_stream(
+    joining: &[u64],
+    stream: &str,
+    shards: u32,
+) -> anyhow::Result<(TestCluster, Vec<ShardId>)> {
+    runnel_server::telemetry::init(LogFormat::Text);
+    let mut c = TestCluster::new();
+    for id in (1..=3).chain(joining.iter().copied()) {
+        c.reserve(id)?;
+    }
+    let initial = c.initial(&[1, 2, 3]);
+    for id in 1..=3 {
+        c.start(id, initial.clone()).await?;
+    }
+    for id in joining {
+        c.start(*id, Bootstrap::Join(c.addrs[&NodeId(1)].to_string()))
+            .await?;
+    }
+    let all: Vec<u64> = c.nodes.keys().map(|n| n.0).collect();
+    c.wait_all("every node is registered and Up", |s| {
+        up(s, &all) && s.identity.is_some()
+    })
+    .await?;
+    let create = Command::CreateStream {
+        name: StreamName::new(stream)?,
+        shard_count: shards,
+        replication_factor: 3,
+        retention_ms: 86_400_000,
+        now_ms: runnel_server::context::now_ms(),
+    };
+    c.node(1).ctx.placement.propose(create).await?;
+    c.wait_all("the stream is ACTIVE and settled", |s| {
+        settled(s, stream, 3, None)
+    })
+    .await?;
+    let ids = c.node(1).ctx.placement.read(|s| shards_of(s, stream));
+    Ok((c, ids))
+}
+
+/// Reported leaderships per node, counting every node in `nodes` (zero if it leads none).
+fn leader_counts(s: &MetaState, nodes: &[u64]) -> BTreeMap<u64, usize> {
+    let mut counts: BTreeMap<u64, usize> = nodes.iter().map(|n| (*n, 0)).collect();
+    for shard in s.shards.values() {
+        if let Some(l) = shard.leader {
+            *counts.entry(l.node.0).or_default() += 1;
+        }
+    }
+    counts
+}
+
+async fn shutdown_all(c: &mut TestCluster) {
+    for (_, n) in std::mem::take(&mut c.nodes) {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_node_gives_up_every_replica_and_reports_drained() -> anyhow::Result<()> {
+    let (mut c, shards) = cluster_with_stream(&[4], "drain", 4).await?;
+    let before = write_each(&c, &shards, "before").await?;
+    check_records(&c, &before, "before").await?;
+    let held = c
+        .node(1)
+        .ctx
+        .placement
+        .read(|s| s.shards_on(NodeId(1)).count());
+    assert!(held > 0, "node 1 holds no replica to drain");
+
+    c.node(2)
+        .ctx
+        .placement
+        .propose(Command::DrainNode { node: NodeId(1) })
+        .await?;
+    c.wait_all("node 1 is Drained and every shard settled off it", |s| {
+        s.node_is(NodeId(1), &[NodeStatus::Drained]) && settled(s, "drain", 3, Some(1))
+    })
+    .await?;
+    wait("node 1 hosts no shard replica any more", || {
+        c.node(1)
+            .ctx
+            .registry
+            .group_ids()
+            .iter()
+            .all(|g| g.is_meta())
+    })
+    .await?;
+    // Every committed record is still on three running replicas, and writes go on.
+    check_records(&c, &before, "before").await?;
+    let after = write_each(&c, &shards, "after").await?;
+    check_records(&c, &after, "after").await?;
+    shutdown_all(&mut c).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_finishes_after_the_meta_leader_is_killed() -> anyhow::Result<()> {
+    let (mut c, shards) = cluster_with_stream(&[], "moving", 4).await?;
+    let before = write_each(&c, &shards, "before").await?;
+
+    // Node 4 joins: balance moves start towards it. Kill the meta leader mid-move.
+    c.reserve(4)?;
+    c.start(4, Bootstrap::Join(c.addrs[&NodeId(1)].to_string()))
+        .await?;
+    let moving_to_4 = |s: &MetaState| -> Vec<ShardId> {
+        s.shards
+            .values()
+            .filter(|sh| sh.pending_move.as_ref().is_some_and(|m| m.add == NodeId(4)))
+            .map(|sh| sh.id)
+            .collect()
+    };
+    let leader = c
+        .nodes
+        .iter()
+        .find(|(_, n)| n.ctx.placement.is_meta_leader())
+        .map(|(id, _)| *id)
+        .context("no node leads the meta group")?;
+    let begun = Instant::now();
+    let in_flight = loop {
+        let moving = c.node(leader.0).ctx.placement.read(moving_to_4);
+        if !moving.is_empty() {
+            break moving;
+        }
+        if begun.elapsed() > PATIENCE {
+            bail!("no move towards node 4 began within {PATIENCE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let victim = c.nodes.remove(&leader).context("the meta leader runs")?;
+    victim.kill().await;
+
+    // A new meta leader takes over; the interrupted moves finish (node 4 votes in
+    // those shards), the dead node is replaced, and nothing committed is lost.
+    c.wait_all(
+        "the interrupted moves finished and every shard settled",
+        |s| {
+            settled(s, "moving", 3, Some(leader.0))
+                && in_flight
+                    .iter()
+                    .all(|id| s.shards[id].role_of(NodeId(4)) == Some(ReplicaRole::Voter))
+        },
+    )
+    .await?;
+    assert!(
+        c.nodes.values().any(|n| n.ctx.placement.is_meta_leader()),
+        "no meta leader after the kill"
+    );
+    check_records(&c, &before, "before").await?;
+    let after = write_each(&c, &shards, "after").await?;
+    check_records(&c, &after, "after").await?;
+    shutdown_all(&mut c).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joining_node_receives_replicas_and_leaderships() -> anyhow::Result<()> {
+    let (mut c, _) = cluster_with_stream(&[], "leaders", 6).await?;
+    let three = c
+        .node(1)
+        .ctx
+        .placement
+        .read(|s| leader_counts(s, &[1, 2, 3]));
+    assert_eq!(three.values().sum::<usize>(), 6, "{three:?}");
+
+    c.reserve(4)?;
+    c.start(4, Bootstrap::Join(c.addrs[&NodeId(2)].to_string()))
+        .await?;
+    // 6 shards on 4 nodes: 18 replicas (4 or 5 each) and 6 leaderships (1 or 2 each),
+    // every reported leader the preferred one.
+    c.wait_all(
+        "replicas and leaders are balanced over the four nodes",
+        |s| {
+            let leaders = leader_counts(s, &[1, 2, 3, 4]);
+            let replicas: Vec<usize> = (1..=4).map(|n| s.shards_on(NodeId(n)).count()).collect();
+            settled(s, "leaders", 3, None)
+                && replicas.iter().all(|r| (4..=5).contains(r))
+                && leaders.values().all(|l| (1..=2).contains(l))
+                && s.shards
+                    .values()
+                    .all(|sh| sh.leader.map(|l| l.node) == sh.preferred_leader)
+        },
+    )
+    .await?;
+    // The meta state's leaders are the groups' real leaders.
+    let reported: Vec<(ShardId, NodeId)> = c.node(1).ctx.placement.read(|s| {
+        s.shards
+            .values()
+            .filter_map(|sh| Some((sh.id, sh.leader?.node)))
+            .collect()
+    });
+    for (shard, node) in reported {
+        let group = c.node(node.0).ctx.registry.group(GroupId::from(shard))?;
+        assert!(
+            group.is_leader(),
+            "node {node} is reported leader of {shard} but does not lead"
+        );
+    }
+    shutdown_all(&mut c).await;
+    Ok(())
+}
