@@ -10,7 +10,9 @@
 //!   madsim).
 //! - [`codec`]: compact binary encodings of entries' payloads and of the values kept
 //!   in node metadata.
-//! - [`log_store`]: `RaftLogStorage` over the segment log; [`state_machine`]: the
+//! - [`log_store`]: `RaftLogStorage` over the segment log; `flush`: the fsyncs behind
+//!   its appends (a write overlaps the previous fsync; one fsync covers many appends);
+//!   `tail_cache`: the newest entries in memory, so replication does not read them back; [`state_machine`]: the
 //!   state machine (commit point, membership, snapshot meta; no copy of the data);
 //!   [`snapshot`]: snapshots that carry the retained log, streamed in chunks.
 //! - `network/`: the transport. [`network::client`] routes every group's RPCs to one
@@ -30,6 +32,7 @@
 pub mod codec;
 pub mod detwatch;
 pub mod error;
+mod flush;
 pub mod group;
 pub mod io;
 pub mod log_store;
@@ -39,6 +42,7 @@ pub mod registry;
 pub mod runtime;
 pub mod snapshot;
 pub mod state_machine;
+mod tail_cache;
 pub mod types;
 
 pub use error::Error;

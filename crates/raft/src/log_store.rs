@@ -21,7 +21,8 @@
 //! only conversions. Everything this crate exposes (commit watch, write results,
 //! reads) is in segment-log indices.
 //!
-//! **Durability.** `append` writes and fsyncs before `IOFlushed` fires; the vote is
+//! **Durability.** `append` writes and returns; `IOFlushed` fires after an fsync that
+//! covers the entries (`flush.rs`: the next append overlaps that fsync); the vote is
 //! flushed before `save_vote` returns; `truncate_after` and physical purges are durable
 //! when the segment log returns.
 
@@ -39,7 +40,9 @@ use runnel_types::{GroupId, LogIndex, Term};
 
 use crate::codec;
 use crate::error::Error;
+use crate::flush::FlushQueue;
 use crate::io::blocking;
+use crate::tail_cache::TailCache;
 use crate::types::{RaftEntry, RaftLogId, RaftVote, TypeConfig, log_id};
 
 /// Bytes read from the segment log per call when openraft asks for a range.
@@ -81,6 +84,10 @@ pub struct GroupStorage {
     raft_purged: Mutex<Option<RaftLogId>>,
     trim_floor: AtomicU64,
     last_timestamp_ms: Mutex<u64>,
+    /// fsyncs owed to openraft for appends already written (see `flush.rs`).
+    pub(crate) flush: FlushQueue,
+    /// The newest entries, for replication to read without the disk.
+    tail: Mutex<TailCache>,
 }
 
 impl GroupStorage {
@@ -101,6 +108,8 @@ impl GroupStorage {
             raft_purged: Mutex::new(raft_purged),
             trim_floor: AtomicU64::new(0),
             last_timestamp_ms: Mutex::new(0),
+            flush: FlushQueue::default(),
+            tail: Mutex::new(TailCache::default()),
         };
         storage.reload_last_timestamp()?;
         Ok(storage)
@@ -153,14 +162,36 @@ impl GroupStorage {
         Ok(())
     }
 
+    fn tail(&self) -> std::sync::MutexGuard<'_, TailCache> {
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets the in-memory tail: the log's tail changed other than by openraft's
+    /// append or truncation (a snapshot was installed).
+    pub(crate) fn forget_tail(&self) {
+        self.tail().clear();
+    }
+
+    /// Raft entries `[from, to)` from the tail cache, if it holds them all and still
+    /// ends at the log's last entry.
+    fn cached_entries(&self, from: u64, to: u64) -> Option<Vec<RaftEntry>> {
+        let floor = self.last_purged().map_or(0, |p| p.index + 1);
+        let last = self.log.last_entry().map(|l| to_raft_index(l.index));
+        let tail = self.tail();
+        if last.is_none() || tail.last_index() != last {
+            return None;
+        }
+        tail.get(from.max(floor), to)
+    }
+
     /// Segment-log entries for openraft entries, with running-maximum timestamps.
-    fn to_log_entries(&self, entries: impl IntoIterator<Item = RaftEntry>) -> Vec<Entry> {
+    fn to_log_entries(&self, entries: &[RaftEntry]) -> Vec<Entry> {
         let mut ts = self
             .last_timestamp_ms
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         entries
-            .into_iter()
+            .iter()
             .map(|e| {
                 if let Some(t) = codec::payload_timestamp(&e.payload) {
                     *ts = (*ts).max(t);
@@ -175,12 +206,14 @@ impl GroupStorage {
             .collect()
     }
 
-    fn append_sync(&self, entries: &[Entry]) -> Result<(), Error> {
+    /// Writes `entries` (not yet durable: [`FlushQueue`] fsyncs them).
+    fn append_write(&self, entries: &[Entry]) -> Result<(), Error> {
         self.skip_gap(entries)?;
-        self.log.append(entries).map_err(|e| self.log_err(e))?;
-        if runnel_types::planted::enabled(runnel_types::planted::Bug::AckBeforeSync) {
-            return Ok(()); // PLANTED BUG (simulation only): acknowledged, never synced
-        }
+        self.log.append(entries).map_err(|e| self.log_err(e))
+    }
+
+    /// Makes every entry written so far durable: one fdatasync.
+    pub(crate) fn sync(&self) -> Result<(), Error> {
         self.log.sync().map_err(|e| self.log_err(e))
     }
 
@@ -234,6 +267,7 @@ impl GroupStorage {
         let from = to_log_index(last.map_or(0, |l| l.index + 1));
         let has_tail = self.log.last_entry().is_some_and(|l| l.index >= from);
         let planted = runnel_types::planted::enabled(runnel_types::planted::Bug::SkipTruncate);
+        self.tail().truncate_after(last.map(|l| l.index));
         if has_tail && !planted {
             self.log
                 .truncate_suffix(from)
@@ -263,6 +297,11 @@ impl GroupStorage {
         let last = self.log.last_entry().map_or(0, |l| l.index.0);
         let upto_index = to_log_index(upto.index).0;
         let beyond_last = upto_index > last;
+        if beyond_last {
+            self.tail().clear();
+        } else {
+            self.tail().evict_upto(upto.index);
+        }
         let target = if beyond_last {
             to_entry_id(&upto)
         } else {
@@ -338,6 +377,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<RaftEntry>, io::Error> {
         let (from, to) = bounds(&range);
+        if let Some(entries) = self.storage.cached_entries(from, to) {
+            return Ok(entries);
+        }
         self.run(move |s| s.read_raft_entries(from, to)).await
     }
 
@@ -376,6 +418,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<RaftLogId>) -> Result<(), io::Error> {
+        if let Some(c) = &committed {
+            self.storage.tail().evict_upto(c.index);
+        }
         let bytes = codec::encode_log_id(committed.as_ref());
         // Not flushed: a committed log id lost in a crash is learnt again from the leader.
         self.run(move |s| Ok(s.meta.group_put(s.group, GroupKey::Committed, &bytes)?))
@@ -399,26 +444,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = RaftEntry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries = self.storage.to_log_entries(entries);
-        let result = self.run(move |s| s.append_sync(&entries)).await;
-        // `IOFlushed` fires only once the entries are fsynced.
-        match result {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.io_completed(Err(io::Error::other(e.to_string())));
-                Err(e)
-            }
+        let raft_entries: Vec<RaftEntry> = entries.into_iter().collect();
+        let entries = self.storage.to_log_entries(&raft_entries);
+        // Written here; `IOFlushed` fires only once a later fsync covers the entries,
+        // while openraft goes on with the next append (see `flush.rs`).
+        if let Err(e) = self.run(move |s| s.append_write(&entries)).await {
+            callback.io_completed(Err(io::Error::other(e.to_string())));
+            return Err(e);
         }
+        self.storage.tail().push(&raft_entries);
+        if runnel_types::planted::enabled(runnel_types::planted::Bug::AckBeforeSync) {
+            // PLANTED BUG (simulation only): acknowledged, never synced.
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
+        FlushQueue::push(&self.storage, callback);
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<RaftLogId>) -> Result<(), io::Error> {
+        // Outstanding flushes first, so that none fires for entries cut here.
+        self.storage.flush.drain(&self.storage).await;
         self.run(move |s| s.truncate_after(last_log_id)).await
     }
 
     async fn purge(&mut self, log_id: RaftLogId) -> Result<(), io::Error> {
+        self.storage.flush.drain(&self.storage).await;
         self.run(move |s| s.purge(log_id)).await
     }
 }

@@ -28,6 +28,12 @@ pub struct PipelineConfig {
     pub queue_writes_max: usize,
     /// Raft entries proposed and not yet committed.
     pub inflight_entries_max: usize,
+    /// Encoded record bytes after which an entry takes no more writes (a single write
+    /// larger than this still makes one entry). Big enough that the per-entry cost
+    /// (one openraft round, one frame, one fsync share) is small per record; small
+    /// enough that an AppendEntries of `APPEND_ENTRIES_MAX` entries stays a modest
+    /// message and that one entry does not hold up the next for long.
+    pub entry_bytes_max: usize,
 }
 
 impl Default for PipelineConfig {
@@ -35,6 +41,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             queue_writes_max: 4096,
             inflight_entries_max: 8,
+            entry_bytes_max: 1024 * 1024,
         }
     }
 }
@@ -120,7 +127,7 @@ async fn run(group: GroupId, raft: Raft, mut rx: mpsc::Receiver<Pending>, config
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             return;
         };
-        let (batch, rest) = gather(first, &mut rx);
+        let (batch, rest) = gather(first, &mut rx, config.entry_bytes_max);
         carry = rest;
         let raft = raft.clone();
         tokio::spawn(
@@ -133,13 +140,18 @@ async fn run(group: GroupId, raft: Raft, mut rx: mpsc::Receiver<Pending>, config
     }
 }
 
-/// The first write plus queued ones while they fit one entry; the first that does not
-/// fit is carried to the next entry.
-fn gather(first: Pending, rx: &mut mpsc::Receiver<Pending>) -> (Vec<Pending>, Option<Pending>) {
+/// The first write plus queued ones while they fit one entry (`bytes_max`, and the
+/// hard limits of a batch); the first that does not fit is carried to the next entry.
+fn gather(
+    first: Pending,
+    rx: &mut mpsc::Receiver<Pending>,
+    bytes_max: usize,
+) -> (Vec<Pending>, Option<Pending>) {
+    let bytes_max = bytes_max.clamp(1, BATCH_BYTES_MAX);
     let (mut records, mut bytes) = (first.records.len(), first.bytes);
     let mut batch = vec![first];
     while let Ok(p) = rx.try_recv() {
-        if records + p.records.len() > BATCH_RECORDS_MAX || bytes + p.bytes > BATCH_BYTES_MAX {
+        if records + p.records.len() > BATCH_RECORDS_MAX || bytes + p.bytes > bytes_max {
             return (batch, Some(p));
         }
         records += p.records.len();

@@ -125,6 +125,7 @@ impl Registry {
             // Snapshots are built on demand (`Group::trim`) and cost nothing to keep.
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 0,
+            max_payload_entries: crate::network::APPEND_ENTRIES_MAX,
             ..Default::default()
         }
         .validate()

@@ -204,9 +204,13 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         if let Some(last) = meta.last_log_id {
             let storage = self.storage.clone();
             let last = to_entry_id(&last);
-            blocking(move || snapshot::install(storage.group, &storage.log, &snapshot, last))
+            // The log's tail changes under the cache: forget it before and after.
+            storage.forget_tail();
+            let s = storage.clone();
+            blocking(move || snapshot::install(s.group, &s.log, &snapshot, last))
                 .await?
                 .map_err(Error::into_io)?;
+            storage.forget_tail();
         }
         let st = {
             let mut st = self.lock();

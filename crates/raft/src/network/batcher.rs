@@ -86,9 +86,10 @@ async fn gather(
     config: &TransportConfig,
 ) -> Vec<BatchItem> {
     let mut urgent = !first.request.entries.is_empty();
+    let mut bytes = payload_bytes(&first);
     let mut batch = vec![first];
     let started = std::time::Instant::now();
-    while batch.len() < config.batch_items_max {
+    while batch.len() < config.batch_items_max && bytes < config.batch_bytes_max {
         let item = match rx.try_recv() {
             Ok(item) => item,
             Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -104,9 +105,15 @@ async fn gather(
             }
         };
         urgent |= !item.request.entries.is_empty();
+        bytes += payload_bytes(&item);
         batch.push(item);
     }
     batch
+}
+
+/// The entry payload bytes an item carries (what dominates its encoded size).
+fn payload_bytes(item: &BatchItem) -> usize {
+    item.request.entries.iter().map(|e| e.payload.len()).sum()
 }
 
 async fn send(peer: &PeerConn, batch: Vec<BatchItem>) {

@@ -14,6 +14,17 @@ pub mod wire;
 
 use std::time::Duration;
 
+/// Largest Raft transport message a node accepts (tonic's default is 4 MiB, less than
+/// one full record batch). The bound that matters: one AppendEntries carries at most
+/// [`APPEND_ENTRIES_MAX`] entries, and an entry is at most one write of
+/// `BATCH_BYTES_MAX` (4 MiB) or one group-commit entry
+/// (`PipelineConfig::entry_bytes_max`), so 32 × 4 MiB plus framing fits.
+pub const MESSAGE_BYTES_MAX: usize = 160 * 1024 * 1024;
+
+/// Entries per AppendEntries (openraft's `max_payload_entries`; its default, 300, times
+/// 4 MiB entries would make messages of more than a gigabyte).
+pub const APPEND_ENTRIES_MAX: u64 = 32;
+
 /// Limits and windows of the transport. Every field is a bound.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -22,6 +33,9 @@ pub struct TransportConfig {
     pub batch_window: Duration,
     /// Most AppendEntries per `BatchAppend` RPC.
     pub batch_items_max: usize,
+    /// Payload bytes after which a `BatchAppend` is sent without waiting for more items
+    /// (one item larger than this still goes, alone).
+    pub batch_bytes_max: usize,
     /// Queued AppendEntries per peer before senders wait (back-pressure).
     pub queue_items_max: usize,
     /// `BatchAppend` RPCs in flight per peer.
@@ -35,6 +49,7 @@ impl Default for TransportConfig {
         TransportConfig {
             batch_window: Duration::from_millis(5),
             batch_items_max: 1024,
+            batch_bytes_max: 8 * 1024 * 1024,
             queue_items_max: 8192,
             inflight_batches_max: 8,
             connect_timeout: Duration::from_secs(2),

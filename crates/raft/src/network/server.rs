@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::error::Error;
-use crate::network::wire;
+use crate::network::{MESSAGE_BYTES_MAX, wire};
 use crate::registry::Hosted;
 use crate::snapshot::ShardSnapshot;
 
@@ -31,17 +31,18 @@ impl TransportService {
         TransportService { hosted }
     }
 
+    /// The tonic service, accepting messages up to [`MESSAGE_BYTES_MAX`].
     #[cfg(not(madsim))]
     pub fn into_server(self) -> RaftTransportServer<TransportService> {
-        RaftTransportServer::new(self)
+        RaftTransportServer::new(self).max_decoding_message_size(MESSAGE_BYTES_MAX)
     }
 
-    /// madsim's generator adds an interceptor parameter.
+    /// madsim's generator adds an interceptor parameter (and has no size limit).
     #[cfg(madsim)]
     pub fn into_server(
         self,
     ) -> RaftTransportServer<TransportService, tonic::codegen::IdentityInterceptor> {
-        RaftTransportServer::new(self)
+        RaftTransportServer::new(self).max_decoding_message_size(MESSAGE_BYTES_MAX)
     }
 
     /// One AppendEntries, answered as a batch item.

@@ -1,0 +1,158 @@
+//! The newest entries of a group's log, kept in memory for replication.
+//!
+//! Why: openraft's replication reads every entry it sends back through the log reader,
+//! just after `append` wrote it. From the segment log that is a hop to the blocking
+//! pool, a `pread`, a CRC check and a payload decode per follower; profiles of the
+//! write path showed that read-back as a large share of the leader's work. The
+//! entries openraft just appended are still at hand, so the reader serves them from
+//! here (record batches are `Bytes`: a clone shares the memory).
+//!
+//! Invariant: the cache holds a contiguous run of entries that ends at the log's last
+//! entry, or nothing. `append` extends it, `truncate_after` cuts it, and anything
+//! else that changes the log's tail behind openraft's back (a snapshot install, a
+//! purge past the last entry) clears it. A read it cannot serve whole falls back to
+//! the log. Bounded by bytes; entries up to the commit point are dropped, since by
+//! then every follower usually has them (a lagging one reads from the log).
+
+use std::collections::VecDeque;
+
+use openraft::EntryPayload;
+
+use crate::types::{Command, RaftEntry};
+
+/// Payload bytes a group keeps in memory: a few group-commit entries in flight.
+pub(crate) const TAIL_CACHE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+pub(crate) struct TailCache {
+    entries: VecDeque<RaftEntry>,
+    bytes: usize,
+}
+
+fn entry_bytes(e: &RaftEntry) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(Command::Records { batch, .. }) => batch.len() + 64,
+        _ => 256,
+    }
+}
+
+impl TailCache {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.log_id.index)
+    }
+
+    /// The Raft index of the newest entry held.
+    pub(crate) fn last_index(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.log_id.index)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Entries just appended to the log (contiguous with what is held, or the run
+    /// starts again from them).
+    pub(crate) fn push(&mut self, appended: &[RaftEntry]) {
+        let Some(first) = appended.first() else {
+            return;
+        };
+        if self.last_index().is_some_and(|l| l + 1 != first.log_id.index) {
+            self.clear();
+        }
+        for e in appended {
+            self.bytes += entry_bytes(e);
+            self.entries.push_back(e.clone());
+        }
+        while self.bytes > TAIL_CACHE_BYTES_MAX && self.entries.len() > 1 {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.bytes -= entry_bytes(&e);
+        }
+    }
+
+    /// Drops entries up to Raft index `index` (committed: replication is mostly done).
+    pub(crate) fn evict_upto(&mut self, index: u64) {
+        while self.first_index().is_some_and(|f| f <= index) {
+            self.pop_front();
+        }
+    }
+
+    /// Drops entries after Raft index `last` (a truncation of the log's suffix).
+    pub(crate) fn truncate_after(&mut self, last: Option<u64>) {
+        while self
+            .last_index()
+            .is_some_and(|l| last.is_none_or(|last| l > last))
+        {
+            if let Some(e) = self.entries.pop_back() {
+                self.bytes -= entry_bytes(&e);
+            }
+        }
+    }
+
+    /// Raft indices `[from, to)`, clipped to the newest entry, if every one is held.
+    /// The caller has checked that the cache ends at the log's last entry.
+    pub(crate) fn get(&self, from: u64, to: u64) -> Option<Vec<RaftEntry>> {
+        let (first, last) = (self.first_index()?, self.last_index()?);
+        if from < first {
+            return None;
+        }
+        let end = to.min(last + 1);
+        if from >= end {
+            return Some(Vec::new());
+        }
+        let skip = (from - first) as usize;
+        let n = (end - from) as usize;
+        Some(self.entries.iter().skip(skip).take(n).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::codec;
+
+    fn entries(from: u64, to: u64) -> Vec<RaftEntry> {
+        (from..to)
+            .map(|i| {
+                let cmd = Command::Records {
+                    timestamp_ms: i,
+                    records: 1,
+                    batch: Bytes::from(vec![0u8; 10]),
+                };
+                codec::entry(1, i, EntryPayload::Normal(cmd))
+            })
+            .collect()
+    }
+
+    fn indices(v: &[RaftEntry]) -> Vec<u64> {
+        v.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[test]
+    fn serves_only_what_it_holds() {
+        let mut c = TailCache::default();
+        c.push(&entries(5, 10));
+        assert_eq!(c.get(4, 8), None);
+        assert_eq!(c.get(6, 8).map(|v| indices(&v)), Some(vec![6, 7]));
+        assert_eq!(c.get(8, 100).map(|v| indices(&v)), Some(vec![8, 9]));
+        c.truncate_after(Some(7));
+        assert_eq!(c.last_index(), Some(7));
+        c.push(&entries(8, 9));
+        assert_eq!(c.get(5, 100).map(|v| indices(&v)), Some(vec![5, 6, 7, 8]));
+        c.evict_upto(6);
+        assert_eq!(c.get(6, 8), None);
+        // A gap restarts the run.
+        c.push(&entries(20, 22));
+        assert_eq!(c.get(8, 9), None);
+        assert_eq!(c.get(20, 22).map(|v| indices(&v)), Some(vec![20, 21]));
+        c.truncate_after(None);
+        assert_eq!(c.last_index(), None);
+    }
+}
