@@ -6,37 +6,17 @@
 
 use runnel_simulation::runner;
 
-/// The CI set: seeds 1 to 8 but 6 (about 20-60 s each on one core of the CI machine).
-/// Seed 6 is a known open liveness bug, kept visible in `known_bug_seed_6` below.
-const DEFAULT_SEEDS: [std::ops::Range<u64>; 2] = [1..6, 7..9];
+/// The CI set: seeds 1 to 9 (about 20-80 s each on one core of the CI machine). Seed 6
+/// found the leaderless shard after a move removed its leader (SIMULATION.md, "Server
+/// bugs found").
+const DEFAULT_SEEDS: std::ops::Range<u64> = 1..10;
 
 #[test]
 fn chaos() {
-    let mut failed = Vec::new();
-    for range in DEFAULT_SEEDS {
-        let from_env = std::env::var_os("MADSIM_TEST_SEED").is_some();
-        failed.extend(runner::run_seeds("chaos", runner::seeds(range), usize::MAX).failed);
-        if from_env {
-            break; // MADSIM_TEST_SEED picks the seeds: run them once.
-        }
-    }
+    // `MADSIM_TEST_SEED` (and `MADSIM_TEST_NUM`), when set, pick the seeds instead.
+    let failed = runner::run_seeds("chaos", runner::seeds(DEFAULT_SEEDS), usize::MAX).failed;
     assert!(
         failed.is_empty(),
         "failed seeds: {failed:?} (replay commands above)"
-    );
-}
-
-/// Known open bug (SIMULATION.md, "Open bugs"): when a balance move removes the shard's
-/// current leader, the meta state drops the reported leader with the replica while the
-/// move stays in `Removing`, and no remaining voter's leadership report is recorded, so
-/// ClusterStatus reports the shard leaderless forever (no acknowledged record is lost:
-/// the durability, order and phantom checkers pass). Run it with `--ignored`.
-#[test]
-#[ignore = "known open bug: leaderless shard after a move removes its leader (seed 6)"]
-fn known_bug_seed_6() {
-    let summary = runner::run_seeds("chaos", 6..7, usize::MAX);
-    assert!(
-        summary.failed.is_empty(),
-        "seed 6 still fails (see the doc comment)"
     );
 }
