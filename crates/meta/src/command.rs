@@ -4,7 +4,7 @@
 //!
 //! The commands are grouped by operation; each group's handlers live in `handlers/`.
 
-use runnel_types::{NodeId, SeqNo, ShardId, StreamName, Term};
+use runnel_types::{LogIndex, NodeId, SeqNo, ShardId, StreamName, Term};
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
@@ -22,6 +22,17 @@ pub enum Command {
     InitCluster {
         cluster_id: String,
         iterator_key: [u8; 16],
+    },
+
+    /// A copy of the whole state as applied up to meta log entry `up_to`, written into
+    /// the log by the meta leader so that every node can trim its copy of the log up to
+    /// `up_to`. A node whose log starts after its applied state (restarted after a trim,
+    /// joined late, or sent the retained log as a Raft snapshot) reads on to the first
+    /// such entry, loads the state and replays the entries after `up_to`. Applying it
+    /// changes nothing: every node that applied the log up to here has this state.
+    SnapshotState {
+        up_to: LogIndex,
+        state: Box<MetaState>,
     },
 
     // ---- nodes ----
@@ -181,6 +192,7 @@ pub fn apply(state: &mut MetaState, cmd: Command) -> Result<CommandResult, MetaE
             cluster_id,
             iterator_key,
         } => handlers::nodes::init_cluster(state, cluster_id, iterator_key),
+        Command::SnapshotState { .. } => Ok(CommandResult::Done),
         Command::RegisterNode {
             node,
             address,

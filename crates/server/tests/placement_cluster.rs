@@ -50,6 +50,8 @@ fn options() -> NodeOptions {
 struct TestCluster {
     addrs: BTreeMap<NodeId, SocketAddr>,
     dirs: BTreeMap<NodeId, TempDir>,
+    /// Node metadata outlives a node, as its directory does, so a node can restart.
+    stores: BTreeMap<NodeId, Arc<MemStore>>,
     nodes: BTreeMap<NodeId, NodeHandle>,
 }
 
@@ -58,6 +60,7 @@ impl TestCluster {
         TestCluster {
             addrs: BTreeMap::new(),
             dirs: BTreeMap::new(),
+            stores: BTreeMap::new(),
             nodes: BTreeMap::new(),
         }
     }
@@ -82,14 +85,14 @@ impl TestCluster {
             log_format: LogFormat::Text,
             default_replication: 3,
         };
-        let handle = Node::start_with(
-            config,
-            RealDisk::shared(),
-            Arc::new(MemStore::new()),
-            options(),
-        )
-        .await
-        .with_context(|| format!("starting node {id}"))?;
+        let store = self
+            .stores
+            .entry(node)
+            .or_insert_with(|| Arc::new(MemStore::new()))
+            .clone();
+        let handle = Node::start_with(config, RealDisk::shared(), store, options())
+            .await
+            .with_context(|| format!("starting node {id}"))?;
         self.nodes.insert(node, handle);
         Ok(())
     }
@@ -521,6 +524,80 @@ async fn a_joining_node_receives_replicas_and_leaderships() -> anyhow::Result<()
             "node {node} is reported leader of {shard} but does not lead"
         );
     }
+    shutdown_all(&mut c).await;
+    Ok(())
+}
+
+/// Entries of the meta log this node still holds: (first, committed).
+fn meta_log(n: &NodeHandle) -> Option<(u64, u64)> {
+    let g = n.ctx.registry.group(GroupId::META).ok()?;
+    Some((g.first_index()?.0, g.committed().0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_meta_log_is_trimmed_under_snapshots_and_nodes_recover_from_them() -> anyhow::Result<()>
+{
+    /// Applied entries between two snapshots (heartbeats alone write about 10 a second).
+    const EVERY: u64 = 40;
+    let (mut c, _) = cluster_with_stream(&[], "snap", 2).await?;
+    for n in c.nodes.values() {
+        n.ctx.placement.set_snapshot_every(EVERY);
+    }
+    wait("every node has trimmed its meta log twice over", || {
+        c.nodes
+            .values()
+            .all(|n| meta_log(n).is_some_and(|(first, _)| first > 2 * EVERY))
+    })
+    .await?;
+    // Bounded: a node holds at most the entries since the snapshot before last, i.e.
+    // about two periods plus what is written while a snapshot commits and trims.
+    let mut firsts = BTreeMap::new();
+    for _ in 0..3 {
+        wait("every node trims again", || {
+            c.nodes.values().all(|n| {
+                let first = meta_log(n).map_or(0, |(f, _)| f);
+                first > firsts.get(&n.node_id()).copied().unwrap_or(0)
+            })
+        })
+        .await?;
+        for n in c.nodes.values() {
+            let (first, committed) = meta_log(n).context("meta group hosted")?;
+            anyhow::ensure!(
+                committed.saturating_sub(first) <= 4 * EVERY,
+                "node {} holds meta entries {first}..={committed}: not trimmed",
+                n.node_id()
+            );
+            firsts.insert(n.node_id(), first);
+        }
+    }
+
+    // A restarted node rebuilds its state from the snapshot in its (trimmed) log.
+    let expected = c.node(1).ctx.placement.read(|s| s.streams.clone());
+    c.nodes
+        .remove(&NodeId(3))
+        .context("node 3 runs")?
+        .kill()
+        .await;
+    c.start(3, c.initial(&[1, 2, 3])).await?;
+    c.node(3).ctx.placement.set_snapshot_every(EVERY);
+    let target = c.node(1).ctx.placement.applied_index();
+    wait("node 3 applied the meta log past the restart", || {
+        c.node(3).ctx.placement.applied_index() >= target
+    })
+    .await?;
+    let got = c.node(3).ctx.placement.read(|s| s.streams.clone());
+    assert_eq!(got, expected, "node 3 rebuilt another state");
+
+    // A node that joins now never sees the start of the log: it rebuilds too.
+    c.reserve(4)?;
+    c.start(4, Bootstrap::Join(c.addrs[&NodeId(1)].to_string()))
+        .await?;
+    c.wait_all("node 4 knows the stream and every node is Up", |s| {
+        up(s, &[1, 2, 3, 4]) && s.streams.keys().any(|n| n.as_str() == "snap")
+    })
+    .await?;
+    let (first, _) = meta_log(c.node(4)).context("node 4 hosts the meta group")?;
+    assert!(first > 1, "node 4 was sent the whole meta log");
     shutdown_all(&mut c).await;
     Ok(())
 }

@@ -41,6 +41,7 @@ async fn tick(placement: &Placement, leading_since_ms: u64) -> Result<(), Server
     if placement.read(|s| s.identity.is_none()) {
         init_cluster(placement).await?;
     }
+    snapshot_if_due(placement).await?;
     let now = now_ms();
     let config = planner_config(&placement.config.planner, leading_since_ms, now);
     let actions = placement.read(|s| plan(s, now, &config));
@@ -119,6 +120,24 @@ mod tests {
             vec![NodeId(1)]
         );
     }
+}
+
+/// Writes the applied state into the meta log once enough entries were applied since
+/// the last snapshot, so that every node can trim its copy of the log (see
+/// [`super::applier`]).
+async fn snapshot_if_due(placement: &Placement) -> Result<(), ServerError> {
+    let Some((up_to, state)) = placement.snapshot_due() else {
+        return Ok(());
+    };
+    let shards = state.shards.len();
+    placement
+        .propose(Command::SnapshotState {
+            up_to,
+            state: Box::new(state),
+        })
+        .await?;
+    info!(up_to = %up_to, shards, "meta state snapshot written");
+    Ok(())
 }
 
 /// Chooses the cluster id and iterator key (random) and proposes them; the first such

@@ -20,9 +20,14 @@
 //! - [`bootstrap`]: creating or joining the meta group, registering, heartbeats.
 //! - [`leader`]: the meta leader's loop (mark down, plan, propose the actions).
 //!
-//! The meta log is not trimmed yet: it holds only control commands, and a restarted
-//! node replays it from the start. Trimming it under a `MetaState` snapshot kept in
-//! node metadata is future work.
+//! - Trimming: every [`META_SNAPSHOT_EVERY_ENTRIES`] applied entries the meta leader
+//!   writes the whole state into the log (`Command::SnapshotState { up_to, state }`,
+//!   [`leader`]); once a node has applied that entry it trims its own copy of the meta
+//!   log up to `up_to` ([`applier`]). A node whose log starts after its applied state
+//!   (restarted after a trim, or caught up by a Raft snapshot, which for our groups is
+//!   the retained log) reads on to the first snapshot entry, loads it and replays the
+//!   entries after `up_to`. The snapshot lives in the log rather than in openraft's
+//!   snapshot so that the raft crate keeps one snapshot format for every group.
 
 pub mod applier;
 pub mod bootstrap;
@@ -30,6 +35,7 @@ pub mod leader;
 pub mod service;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -49,6 +55,11 @@ pub const META_PARTITION_KEY: &str = "meta";
 pub const RESULTS_KEPT_MAX: usize = 4096;
 /// How long `propose` waits for its command to commit and apply here.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Meta log entries applied between two state snapshots (each lets every node trim its
+/// copy of the meta log). Heartbeats are logged, so a 3-node cluster writes about 3
+/// entries a second when idle: a snapshot every hour or so, and a log of at most about
+/// twice this many entries.
+pub const META_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
 
 /// Timings of the placement service on one node (tests shorten them).
 #[derive(Clone, Debug)]
@@ -79,6 +90,9 @@ pub struct Applied {
     /// Every meta log entry up to here is applied.
     pub index: LogIndex,
     pub state: MetaState,
+    /// `up_to` of the last `SnapshotState` applied or loaded: the meta log may be
+    /// trimmed up to here.
+    pub snapshot_up_to: LogIndex,
 }
 
 type Outcome = Result<CommandResult, MetaError>;
@@ -96,6 +110,11 @@ pub struct Placement {
     /// table knows it.
     seed_addresses: BTreeMap<NodeId, String>,
     forward: service::Forwarder,
+    /// The meta leader writes a `SnapshotState` once this many entries were applied
+    /// since the last one (tests lower it with [`Placement::set_snapshot_every`]).
+    snapshot_every: AtomicU64,
+    /// A trim of the local meta log is running (one at a time).
+    trimming: AtomicBool,
     pub config: PlacementConfig,
 }
 
@@ -115,6 +134,8 @@ impl Placement {
             results: Mutex::new(BTreeMap::new()),
             seed_addresses,
             forward: service::Forwarder::default(),
+            snapshot_every: AtomicU64::new(META_SNAPSHOT_EVERY_ENTRIES),
+            trimming: AtomicBool::new(false),
             config,
         }
     }
@@ -295,6 +316,52 @@ impl Placement {
             }
             self.record_result(index, slot, outcome);
         }
+    }
+
+    /// How many applied entries between two state snapshots.
+    pub fn snapshot_every(&self) -> u64 {
+        self.snapshot_every.load(Ordering::Relaxed)
+    }
+
+    /// Changes the snapshot period (tests make the meta log trim often).
+    pub fn set_snapshot_every(&self, entries: u64) {
+        self.snapshot_every.store(entries.max(1), Ordering::Relaxed);
+    }
+
+    /// The applied index, the last snapshot's `up_to`, and (if a snapshot is due) a
+    /// copy of the state to snapshot, read at once so that they match.
+    pub(crate) fn snapshot_due(&self) -> Option<(LogIndex, MetaState)> {
+        let applied = self.applied.borrow();
+        let since = applied.index.0.saturating_sub(applied.snapshot_up_to.0);
+        (since >= self.snapshot_every()).then(|| (applied.index, applied.state.clone()))
+    }
+
+    /// Called by the applier: a `SnapshotState` was applied (or loaded).
+    fn snapshot_applied(&self, up_to: LogIndex) {
+        self.applied.modify(|a| {
+            a.snapshot_up_to = a.snapshot_up_to.max(up_to);
+            false
+        });
+    }
+
+    /// Called by the applier while it rebuilds: the state as of `up_to` replaces this
+    /// node's (which was older than the start of its log).
+    fn load_snapshot(&self, up_to: LogIndex, state: MetaState) {
+        self.applied.modify(|a| {
+            a.state = state;
+            a.index = up_to;
+            a.snapshot_up_to = up_to;
+            true
+        });
+    }
+
+    /// Claims the right to trim the local meta log; `false` if a trim runs already.
+    fn start_trim(&self) -> bool {
+        !self.trimming.swap(true, Ordering::AcqRel)
+    }
+
+    fn end_trim(&self) {
+        self.trimming.store(false, Ordering::Release);
     }
 
     /// Called by the applier: everything up to `index` is applied; wakes waiters.
