@@ -14,7 +14,7 @@ use runnel_client::{
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::deliveries::DeliveryLog;
+use crate::deliveries::{DeliveryLog, Stored};
 use crate::ledger::Ledger;
 
 /// Records a producer keeps queued or in flight before it awaits the oldest result.
@@ -205,7 +205,9 @@ async fn run_member(
                 log.delivered(&me, &batch);
                 if let Some(seq) = batch.last_sequence_number() {
                     log.checkpointing(&me, &batch.shard_id, seq);
-                    if let Err(e) = g.checkpoint(&batch.shard_id, seq).await {
+                    let result = g.checkpoint(&batch.shard_id, seq).await;
+                    log.checkpointed(&me, &batch.shard_id, seq, Stored::of(&result));
+                    if let Err(e) = result {
                         eprintln!("{me}: checkpoint {} at {seq}: {e}", batch.shard_id);
                         if matches!(e, ClientError::LeaseLost { .. }) {
                             log.session_ended(&me, &batch.shard_id);
