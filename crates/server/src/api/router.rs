@@ -68,21 +68,35 @@ pub fn active_stream<'a>(
     }
 }
 
-/// A shard of `stream`, open or closed, or NotFound (also when the shard belongs to
-/// another stream).
+/// A shard of `stream`, open or closed. A shard id that was handed out once but is gone
+/// now (a parent past retention after a split or merge, or a deleted stream's) is
+/// STALE_SHARD_MAP: the client routed with a map older than the cluster's, and a fresh
+/// `ListShards` tells it what to read instead. Any other unknown id, or the shard of
+/// another stream, is NotFound.
 pub fn shard_of<'a>(
     state: &'a MetaState,
     stream: &StreamName,
     shard: ShardId,
 ) -> Result<&'a ShardInfo, ServerError> {
-    state
-        .shards
-        .get(&shard)
-        .filter(|s| &s.stream == stream)
-        .ok_or_else(|| ServerError::NotFound {
+    match state.shards.get(&shard) {
+        Some(s) if &s.stream == stream => Ok(s),
+        None if shard_was_handed_out(state, shard) => Err(ServerError::StaleShardMap {
+            reason: format!(
+                "{} of stream {stream} no longer exists (expired after a split or merge, or its stream was deleted)",
+                shard.kinesis_name()
+            ),
+        }),
+        _ => Err(ServerError::NotFound {
             kind: "shard",
             name: format!("{} of stream {stream}", shard.kinesis_name()),
-        })
+        }),
+    }
+}
+
+/// Shard ids are handed out in order from 1 (0 is the meta group) and never reused, so
+/// every id below the next one to hand out named a shard once.
+fn shard_was_handed_out(state: &MetaState, shard: ShardId) -> bool {
+    shard.0 > 0 && shard < state.next_shard_id
 }
 
 /// The open shard of `stream` whose hash range holds `key`.
@@ -276,5 +290,31 @@ mod tests {
         st.shards.insert(child.id, child);
         assert_eq!(children_of(&st, ids[0]), vec![ShardId(50)]);
         assert!(children_of(&st, ShardId(50)).is_empty());
+    }
+
+    #[test]
+    fn a_shard_that_is_gone_is_a_stale_map_and_an_unknown_one_not_found() {
+        let (mut st, name) = state_with_stream(2);
+        let first = ShardId(1);
+        assert!(shard_of(&st, &name, first).is_ok());
+        st.shards.remove(&first);
+        assert!(matches!(
+            shard_of(&st, &name, first),
+            Err(ServerError::StaleShardMap { .. })
+        ));
+        let never = st.next_shard_id;
+        assert!(matches!(
+            shard_of(&st, &name, never),
+            Err(ServerError::NotFound { .. })
+        ));
+        assert!(matches!(
+            shard_of(&st, &name, ShardId(0)),
+            Err(ServerError::NotFound { .. })
+        ));
+        let other = StreamName::new("other").unwrap();
+        assert!(matches!(
+            shard_of(&st, &other, ShardId(2)),
+            Err(ServerError::NotFound { .. })
+        ));
     }
 }
