@@ -9,6 +9,8 @@
 //! - [`deliveries`]: what consumer-group members were handed, and the check of
 //!   at-least-once and exactly-once-counting-checkpoints delivery.
 //! - [`workload`]: the producers and group members the suites run.
+//! - [`docker`]: [`docker::DockerCluster`], runneld containers on a private Docker
+//!   network (image built by `deploy/docker/build.sh`; kill, stop, pause, disconnect).
 //!
 //! Everything here exists only in a normal build; under `--cfg madsim` the crate is
 //! empty.
@@ -16,6 +18,7 @@
 #![cfg(not(madsim))]
 
 pub mod deliveries;
+pub mod docker;
 pub mod ledger;
 pub mod procs;
 pub mod workload;
