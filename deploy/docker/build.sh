@@ -7,6 +7,7 @@
 #   deploy/docker/build.sh --tag runnel:0.1         # another tag (a bare `runnel:0.1` works too)
 #   deploy/docker/build.sh --profile dev            # the debug build: far quicker to compile
 #   deploy/docker/build.sh --bin-dir target/debug   # reuse runneld (and runnel) built there
+#   deploy/docker/build.sh --label key=value        # an extra image label (repeatable)
 #
 # The binaries are copied with their debug sections stripped (a debug runneld is ~200 MB
 # with them, ~30 MB without), so an image made from the test suite's debug build is quick
@@ -15,18 +16,20 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 tag="runnel:dev"
 profile="release"
 bin_dir=""
+labels=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --tag) tag="${2:?--tag needs a value}"; shift 2 ;;
         --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
         --bin-dir) bin_dir="${2:?--bin-dir needs a directory}"; shift 2 ;;
+        --label) labels+=(--label "${2:?--label needs key=value}"); shift 2 ;;
         -h | --help) usage; exit 0 ;;
         -*) echo "build.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
         *) tag="$1"; shift ;;
@@ -106,5 +109,5 @@ chmod 1777 "$root/tmp"
 
 cp "$repo/deploy/docker/Dockerfile" "$ctx/Dockerfile"
 revision=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-docker build --quiet --label "org.opencontainers.image.revision=$revision" -t "$tag" "$ctx" >/dev/null
+docker build --quiet --label "org.opencontainers.image.revision=$revision" "${labels[@]}" -t "$tag" "$ctx" >/dev/null
 echo "built $tag from $bin_dir ($(docker image inspect "$tag" --format '{{.Size}}') bytes)"
