@@ -365,3 +365,30 @@ fn a_leader_being_moved_off_hands_over_and_the_new_leader_finishes() {
     let following = BTreeMap::from([(shard, hosted(&four, false))]);
     assert_eq!(decide(&s, from, &following), vec![]);
 }
+
+/// After `CancelMove` the learner's node removes the replica it created for the move
+/// (when it runs again); the leader has nothing left to do for the move.
+#[test]
+fn a_cancelled_learner_replica_is_removed_from_its_node() {
+    let (mut s, shard, _) = moving(MovePhase::AddingLearner);
+    let add = s.shards[&shard].pending_move.as_ref().expect("move").add;
+    ok(
+        &mut s,
+        Command::ApplyPlacement {
+            now_ms: T,
+            actions: vec![Action::CancelMove { shard, node: add }],
+        },
+    );
+    let hosted_as_learner = BTreeMap::from([(shard, hosted(&[], false))]);
+    assert_eq!(
+        decide(&s, add, &hosted_as_learner),
+        vec![LocalAction::Remove {
+            shard,
+            reclaimed: false
+        }]
+    );
+    let leader = s.shards[&shard].preferred_leader.expect("leader");
+    let voters: Vec<u64> = s.shards[&shard].voters().map(|v| v.0).collect();
+    let leading = BTreeMap::from([(shard, hosted(&voters, true))]);
+    assert_eq!(decide(&s, leader, &leading), vec![]);
+}
