@@ -59,7 +59,8 @@ pub enum Engine {
     Skipped,
 }
 
-/// Checks that a Docker engine answers. Without one, prints `SKIPPED: <test>: <why>` and
+/// Checks that a Docker engine answers. Without one, prints `SKIPPED: <test>: <why>` (past
+/// the test harness's capture) and
 /// returns [`Engine::Skipped`], or fails when the `CI` variable is set (to anything but
 /// `false` or `0`), since CI machines have an engine and a silent skip there would hide
 /// the suite.
@@ -75,7 +76,12 @@ pub fn engine_or_skip(test: &str) -> anyhow::Result<Engine> {
     if ci {
         bail!("{test}: no Docker engine answers, and CI is set (CI machines have one): {why:#}");
     }
-    eprintln!("SKIPPED: {test}: no Docker engine answers ({why:#}); start one to run this suite");
+    // Straight to stderr: the test harness captures `eprintln!` of a passing test, and
+    // a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test}: no Docker engine answers ({why:#}); start one to run this suite"
+    );
     Ok(Engine::Skipped)
 }
 
