@@ -91,6 +91,7 @@ async fn start_inner(
     options: NodeOptions,
 ) -> Result<NodeHandle, ServerError> {
     let me = config.node_id;
+    let started_ms = crate::context::now_ms();
     let mut rc = RegistryConfig::new(me, config.advertise.clone(), config.data_dir.clone());
     if let Some(t) = options.raft.clone() {
         rc.timings = t;
@@ -124,7 +125,9 @@ async fn start_inner(
     let needs_join = matches!(config.bootstrap, Bootstrap::Join(_)) && log_is_empty(&meta_group);
     tasks.push(tokio::spawn(applier::run(placement.clone(), meta_group)));
     let stopping = Arc::new(AtomicBool::new(false));
-    let (server_stop, server, subscriptions) = serve(&config, &ctx, &stopping)?;
+    // Not ready until joined and caught up with the meta log (see `health`).
+    let ready = Arc::new(AtomicBool::new(false));
+    let (server_stop, server, subscriptions) = serve(&config, &ctx, &stopping, &ready)?;
     if let (true, Bootstrap::Join(via)) = (needs_join, &config.bootstrap) {
         let t = join(
             placement.clone(),
@@ -143,11 +146,15 @@ async fn start_inner(
     tasks.push(tokio::spawn(membership));
     tasks.push(tokio::spawn(leader::run(placement.clone())));
     tasks.push(tokio::spawn(crate::api::run_retention(ctx.clone())));
+    tasks.push(tokio::spawn(crate::health::track_readiness(
+        ctx.clone(),
+        ready.clone(),
+        started_ms,
+    )));
     tasks.push(tokio::spawn(
         ShardManager::new(registry.clone(), placement.clone()).run(meta_committed),
     ));
 
-    let ready = Arc::new(AtomicBool::new(true));
     #[cfg(not(madsim))]
     tasks.push(admin(&config, prom, &registry, &ready).await?);
     #[cfg(madsim)]
@@ -169,6 +176,7 @@ fn serve(
     config: &Config,
     ctx: &Arc<NodeContext>,
     stopping: &Arc<AtomicBool>,
+    ready: &Arc<AtomicBool>,
 ) -> Result<
     (
         oneshot::Sender<()>,
@@ -180,7 +188,7 @@ fn serve(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .add_service(crate::health::HealthServer::new(
-            crate::health::HealthService::new(stopping.clone()),
+            crate::health::HealthService::new(stopping.clone()).with_readiness(ready.clone()),
         ))
         .add_service(RaftTransportServer::new(ctx.registry.service()))
         .add_service(MetaServer::new(MetaService::new(ctx.placement.clone())));
