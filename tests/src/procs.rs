@@ -388,10 +388,10 @@ impl Drop for ProcCluster {
         if std::thread::panicking() {
             self.print_logs();
         }
-        if std::env::var_os("RUNNEL_E2E_KEEP").is_some() {
-            if let Some(dir) = self.dir.take() {
-                eprintln!("keeping {}", dir.keep().display());
-            }
+        if std::env::var_os("RUNNEL_E2E_KEEP").is_some()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("keeping {}", dir.keep().display());
         }
     }
 }
