@@ -163,13 +163,16 @@ impl Chaos<'_> {
             .find(|id| *id != meta)
             .context("no node besides the meta leader")?;
         self.kill_and_restart("a node", plain).await?;
-        let shard_leader = self.shard_leader().await?;
+        // A shard leader that is not also the meta leader, if there is one: the meta
+        // leader has its own turn next.
+        let meta = self.meta_leader().await?;
+        let shard_leader = self.shard_leader(Some(meta)).await?;
         self.kill_and_restart("a shard leader", shard_leader)
             .await?;
         let meta = self.meta_leader().await?;
         self.kill_and_restart("the meta leader", meta).await?;
 
-        let victim = self.shard_leader().await?;
+        let victim = self.shard_leader(None).await?;
         self.announce(&format!(
             "disconnecting node {victim} (a shard leader) from the network"
         ));
@@ -228,14 +231,21 @@ impl Chaos<'_> {
         .await
     }
 
-    /// The node leading the first shard that has a leader now.
-    async fn shard_leader(&self) -> anyhow::Result<u64> {
+    /// The node leading the first shard that has a leader now, preferring one that is
+    /// not `besides`.
+    async fn shard_leader(&self, besides: Option<u64>) -> anyhow::Result<u64> {
         self.eventually("a shard leader", || async {
             let shards = self.client.admin().list_shards(STREAM).await?;
-            shards
+            let leaders: Vec<u64> = shards
                 .iter()
                 .filter_map(|s| s.leader.as_deref())
-                .find_map(|a| self.cluster.id_of(a))
+                .filter_map(|a| self.cluster.id_of(a))
+                .collect();
+            leaders
+                .iter()
+                .find(|id| Some(**id) != besides)
+                .or(leaders.first())
+                .copied()
                 .context("no shard has a known leader")
         })
         .await
