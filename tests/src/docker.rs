@@ -612,3 +612,17 @@ fn http_get_ok(addr: SocketAddr, path: &str) -> bool {
     };
     attempt().unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_pid_is_read_from_every_kind_of_name() {
+        assert_eq!(run_pid("runnel-e2e-4242-0-n3"), Some(4242));
+        assert_eq!(run_pid("runnel-e2e-4242-1-net"), Some(4242));
+        assert_eq!(run_pid("runnel-e2e:4242-0"), Some(4242));
+        assert_eq!(run_pid("runnel_runnel"), None);
+        assert_eq!(run_pid("runnel-e2e-x-0-net"), None);
+    }
+}
