@@ -11,9 +11,9 @@
 //! cargo run --release -p runnel-raft --example raft_bench -- --shards 16 --seconds 10 --writers 64
 //! ```
 //!
-//! Flags: `--shards N` (default: runs 1 and 16), `--seconds S` (10), `--writers W`
+//! Flags: `--shards N` (default: runs 1 and 16; 0 skips the throughput runs), `--seconds S` (10), `--writers W`
 //! (64), `--records-per-write R` (100), `--idle-groups G` (1000, 0 to skip),
-//! `--idle-seconds S` (10). Node metadata (votes) is in memory; the log is fsynced.
+//! `--idle-seconds S` (10), `--quiesce 0|1` (1: idle groups quiesce, the default). Node metadata (votes) is in memory; the log is fsynced.
 //! All three nodes share this process, so CPU figures are for the whole cluster.
 
 use std::collections::BTreeMap;
@@ -40,6 +40,7 @@ struct Args {
     records_per_write: usize,
     idle_groups: u64,
     idle_seconds: u64,
+    quiesce: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -50,6 +51,7 @@ fn parse_args() -> anyhow::Result<Args> {
         records_per_write: 100,
         idle_groups: 1000,
         idle_seconds: 10,
+        quiesce: true,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -64,6 +66,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--records-per-write" => a.records_per_write = n as usize,
             "--idle-groups" => a.idle_groups = n,
             "--idle-seconds" => a.idle_seconds = n,
+            "--quiesce" => a.quiesce = n != 0,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -99,7 +102,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start() -> anyhow::Result<Cluster> {
+    async fn start(quiesce: bool) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let mut c = Cluster {
             _dir: dir,
@@ -114,7 +117,8 @@ impl Cluster {
             let addr = format!("127.0.0.1:{port}");
             let data = c._dir.path().join(format!("node-{n}"));
             let meta = Arc::new(NodeMeta::new(Arc::new(MemStore::new())));
-            let cfg = RegistryConfig::new(n, addr.clone(), data);
+            let mut cfg = RegistryConfig::new(n, addr.clone(), data);
+            cfg.quiesce.enabled = quiesce;
             let registry = Arc::new(Registry::new(cfg, RealDisk::shared(), meta)?);
             let svc = registry.service().into_server();
             let sock: std::net::SocketAddr = addr.parse()?;
@@ -162,6 +166,19 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         bail!("group {g} elected no leader in 60 s")
+    }
+
+    /// Replicas that have not quiesced.
+    fn active_replicas(&self) -> usize {
+        let mut n = 0;
+        for r in self.registries.values() {
+            for g in r.group_ids() {
+                if r.group(g).is_ok_and(|g| !g.is_quiesced()) {
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     async fn stop(self) {
@@ -212,7 +229,7 @@ async fn writer(
 }
 
 async fn throughput(shards: u64, args: &Args) -> anyhow::Result<()> {
-    let cluster = Cluster::start().await?;
+    let cluster = Cluster::start(args.quiesce).await?;
     let groups: Vec<GroupId> = (1..=shards).map(GroupId).collect();
     let leaders = cluster.create(&groups).await?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -270,7 +287,7 @@ async fn throughput(shards: u64, args: &Args) -> anyhow::Result<()> {
 }
 
 async fn idle(args: &Args) -> anyhow::Result<()> {
-    let cluster = Cluster::start().await?;
+    let cluster = Cluster::start(args.quiesce).await?;
     let groups: Vec<GroupId> = (1..=args.idle_groups).map(GroupId).collect();
     let created = Instant::now();
     cluster.create(&groups).await?;
@@ -279,8 +296,23 @@ async fn idle(args: &Args) -> anyhow::Result<()> {
         args.idle_groups,
         created.elapsed().as_secs_f64()
     );
-    // Let the elections' aftermath (first commits, metadata writes) settle.
+    // Let the elections' aftermath (first commits, metadata writes) settle, and with
+    // quiescence on, wait until every replica has quiesced (at most a minute).
     tokio::time::sleep(Duration::from_secs(2)).await;
+    if args.quiesce {
+        let waited = Instant::now();
+        let deadline = waited + Duration::from_secs(60);
+        let mut active = usize::MAX;
+        while active > 0 && Instant::now() < deadline {
+            active = cluster.active_replicas();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "  quiesced after {:.1} s more ({active} of {} replicas still active)",
+            waited.elapsed().as_secs_f64(),
+            args.idle_groups * 3
+        );
+    }
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
     let pct = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
@@ -309,6 +341,9 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for shards in args.shards.clone() {
+        if shards == 0 {
+            continue; // `--shards 0`: the idle measurement only
+        }
         throughput(shards, &args).await?;
     }
     if args.idle_groups > 0 {

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -80,6 +81,8 @@ pub struct Group {
     pub(crate) storage: Arc<GroupStorage>,
     pub(crate) sm: ShardStateMachine,
     pub(crate) pipeline: Pipeline,
+    /// Its openraft ticker is off (idle; see `quiesce.rs`).
+    pub(crate) quiesced: AtomicBool,
 }
 
 fn members_map(members: &BTreeMap<NodeId, String>) -> BTreeMap<u64, PeerNode> {
@@ -97,6 +100,27 @@ impl Group {
     /// The openraft instance, for metrics and tests.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Whether this replica is quiesced: idle, with no ticks, heartbeats or election
+    /// timer of its own (see `quiesce.rs`).
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced.load(Ordering::SeqCst)
+    }
+
+    /// Stops the ticker (no heartbeats, no election timer) until [`Group::wake`].
+    pub(crate) fn quiesce(&self) {
+        if !self.quiesced.swap(true, Ordering::SeqCst) {
+            self.raft.runtime_config().tick(false);
+        }
+    }
+
+    /// Turns the ticker back on: something happened in the group, or its leader's
+    /// node went silent.
+    pub(crate) fn wake(&self) {
+        if self.quiesced.swap(false, Ordering::SeqCst) {
+            self.raft.runtime_config().tick(true);
+        }
     }
 
     fn raft_err(&self, e: impl std::fmt::Display) -> Error {
@@ -117,11 +141,13 @@ impl Group {
     /// Appends `records` (group commit on the leader); returns once committed, with
     /// where they landed. On a follower: [`Error::NotLeader`] with the leader.
     pub async fn write(&self, records: Vec<Record>) -> Result<WriteAck, Error> {
+        self.wake();
         self.pipeline.write(records).await
     }
 
     /// Appends one command as its own entry, bypassing group commit.
     pub async fn propose(&self, command: Command) -> Result<LogIndex, Error> {
+        self.wake();
         let resp = self
             .raft
             .client_write(command)
@@ -202,6 +228,7 @@ impl Group {
         if to == self.node_id {
             return Ok(());
         }
+        self.wake();
         let is_voter = {
             let m = self.raft.metrics().borrow().clone();
             m.membership_config
@@ -230,6 +257,7 @@ impl Group {
 
     /// Adds `node` as a learner and waits until it has caught up with the log.
     pub async fn add_learner(&self, node: NodeId, addr: &str) -> Result<(), Error> {
+        self.wake();
         self.raft
             .add_learner(node.0, PeerNode::new(addr), true)
             .await
@@ -240,6 +268,7 @@ impl Group {
     /// Makes `voters` the voter set (learners among them are promoted; voters left out
     /// are removed from the group entirely).
     pub async fn change_voters(&self, voters: BTreeSet<NodeId>) -> Result<(), Error> {
+        self.wake();
         let ids: BTreeSet<u64> = voters.iter().map(|n| n.0).collect();
         self.raft
             .change_membership(ChangeMembers::ReplaceAllVoters(ids), false)

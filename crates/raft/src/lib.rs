@@ -24,6 +24,8 @@
 //!   commit point, change membership, hand leadership to another voter, trim.
 //! - [`pipeline`]: group commit on the leader: concurrent writes gathered into one
 //!   Raft entry.
+//! - [`quiesce`]: idle groups stop ticking on every replica; node-level probes
+//!   (`network/liveness.rs`) stand in for their heartbeats.
 //! - [`error`]: [`Error`], the one error type.
 //!
 //! *Architecture invariant*: openraft's types do not leak past this crate's public
@@ -38,6 +40,7 @@ pub mod io;
 pub mod log_store;
 pub mod network;
 pub mod pipeline;
+pub mod quiesce;
 pub mod registry;
 pub mod runtime;
 pub mod snapshot;
@@ -49,5 +52,6 @@ pub use error::Error;
 pub use group::{CommitWatch, CommittedBatch, Group, ReadBatches};
 pub use network::TransportConfig;
 pub use pipeline::{PipelineConfig, WriteAck};
+pub use quiesce::QuiesceConfig;
 pub use registry::{RaftTimings, Registry, RegistryConfig};
 pub use types::{Command, PeerNode, Reply, TypeConfig};

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use crate::network::TransportConfig;
 use crate::network::client::{GroupNetwork, Router};
 use crate::network::server::TransportService;
 use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::quiesce::{self, QuiesceConfig};
 use crate::state_machine::ShardStateMachine;
 use crate::types::Raft;
 
@@ -60,6 +62,7 @@ pub struct RegistryConfig {
     pub log: LogConfig,
     pub transport: TransportConfig,
     pub pipeline: PipelineConfig,
+    pub quiesce: QuiesceConfig,
 }
 
 impl RegistryConfig {
@@ -76,6 +79,7 @@ impl RegistryConfig {
             log: LogConfig::default(),
             transport: TransportConfig::default(),
             pipeline: PipelineConfig::default(),
+            quiesce: QuiesceConfig::default(),
         }
     }
 }
@@ -84,9 +88,20 @@ impl RegistryConfig {
 pub(crate) struct Hosted {
     node_id: NodeId,
     groups: RwLock<BTreeMap<GroupId, Arc<Group>>>,
+    /// The registry was shut down: background tasks end.
+    stopped: AtomicBool,
 }
 
 impl Hosted {
+    pub(crate) fn all(&self) -> Vec<Arc<Group>> {
+        let groups = self.groups.read().unwrap_or_else(PoisonError::into_inner);
+        groups.values().cloned().collect()
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn get(&self, group: GroupId) -> Result<Arc<Group>, Error> {
         let groups = self.groups.read().unwrap_or_else(PoisonError::into_inner);
         groups.get(&group).cloned().ok_or(Error::UnknownGroup {
@@ -98,6 +113,15 @@ impl Hosted {
     pub(crate) fn raft(&self, group: GroupId) -> Result<Raft, Error> {
         Ok(self.get(group)?.raft.clone())
     }
+
+    /// The group's openraft instance, its ticker turned back on if it was quiesced: a
+    /// message that changes the group (entries, a vote request, a snapshot, a leader
+    /// transfer) arrived.
+    pub(crate) fn raft_woken(&self, group: GroupId) -> Result<Raft, Error> {
+        let g = self.get(group)?;
+        g.wake();
+        Ok(g.raft.clone())
+    }
 }
 
 /// A node's multi-raft host.
@@ -108,6 +132,9 @@ pub struct Registry {
     hosted: Arc<Hosted>,
     router: Router,
     raft_config: Arc<openraft::Config>,
+    /// The quiescer task was started (on the first group opened, so that it starts
+    /// inside the runtime).
+    quiescer_started: AtomicBool,
 }
 
 impl Registry {
@@ -137,6 +164,7 @@ impl Registry {
         let hosted = Arc::new(Hosted {
             node_id: config.node_id,
             groups: RwLock::new(BTreeMap::new()),
+            stopped: AtomicBool::new(false),
         });
         Ok(Registry {
             config,
@@ -145,6 +173,7 @@ impl Registry {
             hosted,
             router,
             raft_config: Arc::new(raft_config),
+            quiescer_started: AtomicBool::new(false),
         })
     }
 
@@ -242,7 +271,22 @@ impl Registry {
             storage,
             sm,
             pipeline,
+            quiesced: AtomicBool::new(false),
         });
+        if self.config.quiesce.enabled {
+            if quiesce::starts_quiesced(&g) {
+                g.quiesce();
+            }
+            if !self.quiescer_started.swap(true, Ordering::SeqCst) {
+                quiesce::spawn(
+                    Arc::downgrade(&self.hosted),
+                    self.router.clone(),
+                    self.config.quiesce.clone(),
+                    self.config.timings.clone(),
+                    node,
+                );
+            }
+        }
         self.hosted
             .groups
             .write()
@@ -310,6 +354,7 @@ impl Registry {
 
     /// Stops every group (files stay).
     pub async fn shutdown(&self) {
+        self.hosted.stopped.store(true, Ordering::SeqCst);
         let groups = std::mem::take(
             &mut *self
                 .hosted

@@ -57,7 +57,10 @@ impl TailCache {
         let Some(first) = appended.first() else {
             return;
         };
-        if self.last_index().is_some_and(|l| l + 1 != first.log_id.index) {
+        if self
+            .last_index()
+            .is_some_and(|l| l + 1 != first.log_id.index)
+        {
             self.clear();
         }
         for e in appended {

@@ -196,6 +196,12 @@ async fn leadership_transfers_to_a_chosen_follower() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_groups_quiesce_and_still_fail_over() -> anyhow::Result<()> {
+    init_tracing();
+    common::idle_groups_quiesce_and_fail_over(&mut RealCluster::new(), &groups(2)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_group_gets_not_found() -> anyhow::Result<()> {
     init_tracing();
     let mut c = RealCluster::new();

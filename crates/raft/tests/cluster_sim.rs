@@ -171,3 +171,10 @@ async fn sim_leadership_transfers_to_a_chosen_follower() {
         .await
         .expect("scenario");
 }
+
+#[madsim::test]
+async fn sim_idle_groups_quiesce_and_still_fail_over() {
+    common::idle_groups_quiesce_and_fail_over(&mut SimCluster::default(), &groups(2))
+        .await
+        .expect("scenario");
+}

@@ -89,6 +89,16 @@ impl PeerConn {
     }
 }
 
+impl PeerConn {
+    /// Whether the peer node answers at all: an empty `BatchAppend` (no group, no
+    /// Raft work on either side), within `within`. The node-level liveness signal
+    /// that quiesced groups rely on instead of per-group heartbeats (`quiesce.rs`).
+    pub(crate) async fn probe(&self, within: Duration) -> bool {
+        let rpc = self.batch_append(pb::BatchAppendRequest { requests: vec![] });
+        matches!(crate::runtime::timeout(within, rpc).await, Ok(Ok(_)))
+    }
+}
+
 /// Routes every group's Raft RPCs to the shared connection of the target node.
 #[derive(Clone)]
 pub struct Router {
@@ -157,6 +167,17 @@ impl Router {
             .get(&node)
             .cloned()
             .ok_or_else(|| unreachable(format!("no address known for node {node}")))
+    }
+
+    /// Every peer connection known so far (one per peer node), in node order.
+    pub(crate) fn peers(&self) -> Vec<Arc<PeerConn>> {
+        self.inner
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The node this router sends from.

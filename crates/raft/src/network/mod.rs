@@ -5,10 +5,12 @@
 //! - [`batcher`]: the per-peer task that turns many groups' AppendEntries into one
 //!   `BatchAppend` RPC.
 //! - [`server`]: the `RaftTransport` gRPC service.
+//! - `liveness`: node-level probes of each peer, what quiesced groups rely on.
 //! - [`wire`]: openraft messages to and from protobuf.
 
 pub mod batcher;
 pub mod client;
+pub(crate) mod liveness;
 pub mod server;
 pub mod wire;
 

@@ -49,7 +49,12 @@ impl TransportService {
     async fn append_one(&self, req: pb::AppendEntriesRequest) -> pb::AppendEntriesResponse {
         use pb::GroupErrorCode as Code;
         let group = GroupId(req.group_id);
-        let raft = match self.hosted.raft(group) {
+        let found = if req.entries.is_empty() {
+            self.hosted.raft(group)
+        } else {
+            self.hosted.raft_woken(group)
+        };
+        let raft = match found {
             Ok(r) => r,
             Err(e) => return wire::group_error(Code::UnknownGroup, e.to_string()),
         };
@@ -78,7 +83,7 @@ impl RaftTransport for TransportService {
     ) -> Result<Response<pb::VoteResponse>, Status> {
         let req = request.into_inner();
         let group = GroupId(req.group_id);
-        let raft = self.hosted.raft(group)?;
+        let raft = self.hosted.raft_woken(group)?;
         let pre_vote = req.pre_vote;
         let rpc = wire::vote_req_from_pb(req).map_err(invalid)?;
         let resp = if pre_vote {
@@ -108,6 +113,11 @@ impl RaftTransport for TransportService {
         request: Request<pb::BatchAppendRequest>,
     ) -> Result<Response<pb::BatchAppendResponse>, Status> {
         let requests = request.into_inner().requests;
+        if self.hosted.is_stopped() {
+            // What a liveness probe (an empty batch) must see from a node whose
+            // registry has shut down, even over a connection that outlived it.
+            return Err(Status::unavailable("the node's Raft registry has shut down"));
+        }
         let n = requests.len();
         let started = std::time::Instant::now();
         let mut by_group: BTreeMap<u64, Vec<(usize, pb::AppendEntriesRequest)>> = BTreeMap::new();
@@ -145,7 +155,7 @@ impl RaftTransport for TransportService {
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         let req = request.into_inner();
         let group = GroupId(req.group_id);
-        let raft = self.hosted.raft(group)?;
+        let raft = self.hosted.raft_woken(group)?;
         let rpc = wire::transfer_req_from_pb(req).map_err(invalid)?;
         let resp = raft
             .handle_transfer_leader(rpc)
@@ -166,7 +176,7 @@ impl RaftTransport for TransportService {
         let group = GroupId(first.group_id);
         let span = tracing::info_span!("install_snapshot", group_id = %group);
         async {
-            let raft = self.hosted.raft(group)?;
+            let raft = self.hosted.raft_woken(group)?;
             let Some(pb::snapshot_chunk::Kind::Header(header)) = first.kind else {
                 return Err(Status::invalid_argument(
                     "a snapshot stream starts with its header",

@@ -376,3 +376,59 @@ pub async fn transfer_leadership(c: &mut impl Cluster, groups: &[GroupId]) -> an
     }
     Ok(())
 }
+
+/// Whether every replica of `groups` on `nodes` has quiesced (stopped ticking).
+fn all_quiesced(c: &impl Cluster, nodes: &[NodeId], groups: &[GroupId]) -> bool {
+    nodes.iter().all(|n| {
+        c.registry(*n).is_some_and(|reg| {
+            groups
+                .iter()
+                .all(|g| reg.group(*g).is_ok_and(|g| g.is_quiesced()))
+        })
+    })
+}
+
+/// Idle groups quiesce on every replica; a write to a quiesced group commits; once
+/// quiesced again, killing the leader's node still gets a new leader elected (the
+/// followers notice the node is silent, not a missing heartbeat), which commits.
+pub async fn idle_groups_quiesce_and_fail_over(
+    c: &mut impl Cluster,
+    groups: &[GroupId],
+) -> anyhow::Result<()> {
+    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+    for n in nodes {
+        c.start(n).await?;
+    }
+    create_groups(c, &nodes, groups).await?;
+    let mut acks: BTreeMap<GroupId, Vec<WriteAck>> = BTreeMap::new();
+    for g in groups {
+        let ack = write(c, &nodes, *g, records("before", 2)).await?;
+        acks.entry(*g).or_default().push(ack);
+    }
+    with_patience(c, "every replica to quiesce", async || {
+        all_quiesced(c, &nodes, groups).then_some(())
+    })
+    .await?;
+    for g in groups {
+        let ack = write(c, &nodes, *g, records("quiesced", 2)).await?;
+        acks.entry(*g).or_default().push(ack);
+    }
+    with_patience(c, "every replica to quiesce again", async || {
+        all_quiesced(c, &nodes, groups).then_some(())
+    })
+    .await?;
+    let victim = leader_of(c, &nodes, groups[0]).await?;
+    c.kill(victim).await?;
+    let alive: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != victim).collect();
+    for g in groups {
+        leader_of(c, &alive, *g).await?;
+        let ack = write(c, &alive, *g, records("after", 2)).await?;
+        acks.entry(*g).or_default().push(ack);
+        let last = ack.index;
+        for n in &alive {
+            wait_committed(c, *n, *g, last).await?;
+        }
+        check_same(c, &alive, *g, LogIndex(1), last, &acks[g]).await?;
+    }
+    Ok(())
+}
