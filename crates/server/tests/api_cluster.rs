@@ -364,6 +364,23 @@ async fn streams(c: &Cluster) -> anyhow::Result<()> {
         (3, 24 * 3_600_000)
     );
     assert_eq!(created.shards.len(), 2);
+    // Acknowledged through node 2, so no node may deny it, however far behind the meta
+    // leader it is (the read barrier behind NotFound), and a write through any node
+    // finds it at once.
+    for n in [1, 3] {
+        let d = c
+            .admin(n)
+            .await?
+            .describe_stream(pb::DescribeStreamRequest {
+                stream_name: STREAM.into(),
+            })
+            .await
+            .with_context(|| format!("node {n} describes the stream node 2 created"))?;
+        assert_eq!(
+            d.into_inner().stream.context("a description")?.shards.len(),
+            2
+        );
+    }
     expect_code(
         admin.create_stream(create(STREAM, 2, 0)).await,
         pb::ErrorCode::AlreadyExists,

@@ -68,6 +68,7 @@ impl ConsumerGroups for ConsumerGroupsService {
             let stream = validate::stream_name("stream_name", &req.stream_name)?;
             let group = validate::group_name(&req.group_name)?;
             record_shard(stream.as_str(), None);
+            super::check_stream(&self.ctx, &stream, false).await?;
             let checkpoints = self.ctx.placement.read(|st| {
                 router::stream(st, &stream)?;
                 let g = group_of(st, &group, &stream)?;
@@ -106,6 +107,7 @@ impl ConsumerGroups for ConsumerGroupsService {
         let handler = async {
             let stream = validate::stream_name("stream_name", &req.get_ref().stream_name)?;
             record_shard(stream.as_str(), None);
+            super::check_stream(&self.ctx, &stream, false).await?;
             let group_names = self.ctx.placement.read(|st| {
                 router::stream(st, &stream)?;
                 Ok::<_, ServerError>(groups_of(st, &stream))

@@ -59,6 +59,37 @@ use crate::metrics::{Op, OpCode};
 
 pub use retention::run_retention;
 
+/// Checks that `stream` exists (and is ACTIVE when `active`) in the applied meta state;
+/// before answering NotFound (or "not ACTIVE yet") passes a read barrier
+/// ([`crate::placement::Placement::read_barrier`]) and looks again, so a node that lags
+/// the meta leader by a heartbeat never denies a stream whose creation was already
+/// acknowledged through another node. If the barrier itself fails (no meta leader), the
+/// local answer stands.
+pub(crate) async fn check_stream(
+    ctx: &NodeContext,
+    stream: &runnel_types::StreamName,
+    active: bool,
+) -> Result<(), ServerError> {
+    let look = || {
+        ctx.placement.read(|st| {
+            if active {
+                router::active_stream(st, stream).map(drop)
+            } else {
+                router::stream(st, stream).map(drop)
+            }
+        })
+    };
+    match look() {
+        Err(ServerError::NotFound { .. } | ServerError::StreamNotActive { .. }) => {
+            if let Err(e) = ctx.placement.read_barrier().await {
+                debug!(%stream, error = %e, "read barrier failed; answering from the local state");
+            }
+            look()
+        }
+        other => other,
+    }
+}
+
 /// Largest request the Records service decodes: a full `PutRecords` (5 MiB of keys and
 /// data) plus the protobuf framing and explicit hash keys of 500 entries.
 pub const RECORDS_REQUEST_BYTES_MAX: usize = 6 * 1024 * 1024;

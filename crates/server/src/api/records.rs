@@ -178,6 +178,7 @@ async fn put_record(
         &req.data,
         req.explicit_hash_key.as_deref(),
     )?;
+    super::check_stream(ctx, &stream, true).await?;
     let shard = ctx.placement.read(|st| {
         let s = router::active_stream(st, &stream)?;
         router::shard_for_key(st, s, record.hash_key())
@@ -236,6 +237,7 @@ async fn put_records(
             Err(err) => results[i] = failed(&err),
         }
     }
+    super::check_stream(ctx, &stream, true).await?;
     let by_shard = ctx.placement.read(|st| {
         let s = router::active_stream(st, &stream)?;
         let mut by_shard: BTreeMap<ShardId, Vec<(usize, Record)>> = BTreeMap::new();
@@ -343,6 +345,7 @@ async fn get_shard_iterator(
         now,
     )?;
     record_shard(stream.as_str(), Some(shard));
+    super::check_stream(ctx, &stream, true).await?;
     ctx.placement.read(|st| {
         router::active_stream(st, &stream)?;
         router::shard_of(st, &stream, shard).map(drop)

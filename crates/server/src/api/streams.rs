@@ -53,6 +53,7 @@ impl StreamAdmin for StreamAdminService {
         let handler = async {
             let name = validate::stream_name("stream_name", &req.get_ref().stream_name)?;
             record_shard(name.as_str(), None);
+            super::check_stream(&self.ctx, &name, false).await?;
             Ok(DescribeStreamResponse {
                 stream: Some(describe(&self.ctx, &name)?),
             })
@@ -116,6 +117,7 @@ impl StreamAdmin for StreamAdminService {
         let handler = async {
             let name = validate::stream_name("stream_name", &req.get_ref().stream_name)?;
             record_shard(name.as_str(), None);
+            super::check_stream(&self.ctx, &name, false).await?;
             let shards = describe(&self.ctx, &name)?.shards;
             Ok(ListShardsResponse { shards })
         };

@@ -230,6 +230,57 @@ impl Placement {
         tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
 
+    /// This node's meta commit index, if it leads the meta group (the answer to a peer's
+    /// read barrier); NotLeader otherwise.
+    pub(crate) fn leader_commit_index(&self) -> Result<LogIndex, ServerError> {
+        let group = self.meta_group()?;
+        if !group.is_leader() {
+            return Err(ServerError::NotLeader {
+                what: "the meta group".into(),
+                leader: self.meta_leader(),
+            });
+        }
+        Ok(group.committed())
+    }
+
+    /// A read barrier: waits until this node has applied every meta entry the meta
+    /// leader had committed when asked. Metadata reads are served from the local applied
+    /// state, which may lag the leader by a heartbeat; a node about to answer "no such
+    /// stream" (or "still CREATING") calls this first and reads again, so that a stream
+    /// created and acknowledged through another node is never denied by one that merely
+    /// lags. Positive answers skip it: they are never wrong by omission.
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        let index = match self.leader_commit_index() {
+            Ok(index) => index,
+            Err(_) => {
+                let (_, addr) = self
+                    .meta_leader()
+                    .filter(|(id, _)| *id != self.node_id)
+                    .ok_or_else(|| ServerError::Unavailable {
+                        what: "the placement service".into(),
+                        reason: "no meta leader is known to this node".into(),
+                        retry_after_ms: RETRY_AFTER_MS_NO_LEADER,
+                    })?;
+                self.forward.read_index(&addr).await?
+            }
+        };
+        if self
+            .wait_until_applied(index, service::READ_INDEX_TIMEOUT)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(ServerError::Unavailable {
+                what: "the placement service".into(),
+                reason: format!(
+                    "this node has not applied the meta log up to the leader's commit point {index} within {:?}",
+                    service::READ_INDEX_TIMEOUT
+                ),
+                retry_after_ms: RETRY_AFTER_MS_NO_LEADER,
+            })
+        }
+    }
+
     /// The meta group's leader as this node knows it, with its address.
     pub fn meta_leader(&self) -> Option<(NodeId, String)> {
         let id = self.meta_group().ok()?.leader()?;

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use runnel_meta::{Command, NodeLabels};
 use runnel_proto::internal::v1::meta_client::MetaClient;
 use runnel_proto::internal::v1::meta_server::Meta;
-use runnel_proto::internal::v1::{JoinRequest, JoinResponse, ProposeRequest, ProposeResponse};
+use runnel_proto::internal::v1::{
+    JoinRequest, JoinResponse, ProposeRequest, ProposeResponse, ReadIndexRequest, ReadIndexResponse,
+};
 use runnel_types::{GroupId, LogIndex, NodeId};
 use tokio::sync::Mutex;
 use tonic::transport::{Channel, Endpoint};
@@ -22,6 +24,8 @@ use crate::error::{RETRY_AFTER_MS_NO_LEADER, ServerError};
 
 /// How long a forwarded call may take (a join waits for the learner to catch up).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a read barrier waits for the meta leader's answer.
+pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of one encoded meta command, at most.
 pub const COMMAND_BYTES_MAX: usize = 1 << 20;
 
@@ -67,6 +71,14 @@ impl Meta for MetaService {
             index: index.0,
             slot,
         }))
+    }
+
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let index = self.placement.leader_commit_index()?;
+        Ok(Response::new(ReadIndexResponse { index: index.0 }))
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
@@ -162,6 +174,19 @@ impl Forwarder {
                 let r = r.into_inner();
                 Ok((LogIndex(r.index), r.slot))
             }
+            Ok(Err(status)) => {
+                self.forget().await;
+                Err(from_status(addr, status))
+            }
+            Err(_) => Err(timed_out(addr)),
+        }
+    }
+
+    /// The meta leader's commit index (see `Placement::read_barrier`).
+    pub(crate) async fn read_index(&self, addr: &str) -> Result<LogIndex, ServerError> {
+        let mut c = self.client(addr).await?;
+        match tokio::time::timeout(READ_INDEX_TIMEOUT, c.read_index(ReadIndexRequest {})).await {
+            Ok(Ok(r)) => Ok(LogIndex(r.into_inner().index)),
             Ok(Err(status)) => {
                 self.forget().await;
                 Err(from_status(addr, status))
