@@ -1,7 +1,7 @@
 //! The harness: N real nodes on simulated machines, with durable state (simulated
 //! disk, node metadata) owned here so that it outlives a kill.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -52,6 +52,13 @@ pub struct SimNode {
 /// The nodes, and what went wrong starting them.
 pub struct Cluster {
     pub nodes: BTreeMap<u64, SimNode>,
+    /// Nodes the nemesis asked the cluster to drain (placement must empty them).
+    pub drained: BTreeSet<u64>,
+    /// Nodes paused (their tasks frozen, their sockets still open).
+    pub paused: BTreeSet<u64>,
+    /// The meta voters booted with the cluster (joined nodes are not voters): a fault
+    /// may take down fewer than half of them.
+    pub voters: usize,
     /// A node that failed to (re)start: always a bug (the durable state it left must
     /// be enough to come back).
     pub start_failures: Arc<Mutex<Vec<String>>>,
@@ -80,14 +87,14 @@ pub fn options() -> NodeOptions {
     }
 }
 
-fn config(id: u64, voters: &BTreeMap<NodeId, String>) -> Config {
+fn config(id: u64, bootstrap: Bootstrap) -> Config {
     Config {
         node_id: NodeId(id),
         listen: node_addr(id).parse().expect("a valid address"),
         advertise: node_addr(id),
         admin_listen: "127.0.0.1:0".parse().expect("a valid address"),
         data_dir: format!("/runnel/node-{id}").into(),
-        bootstrap: Bootstrap::Initial(voters.clone()),
+        bootstrap,
         labels: BTreeMap::new(),
         log_format: LogFormat::Text,
         default_replication: 3,
@@ -100,11 +107,42 @@ impl Cluster {
         let voters: BTreeMap<NodeId, String> = (1..=n).map(|i| (NodeId(i), node_addr(i))).collect();
         let start_failures = Arc::new(Mutex::new(Vec::new()));
         let nodes = (1..=n)
-            .map(|id| (id, build(id, &voters, &start_failures)))
+            .map(|id| {
+                let cfg = config(id, Bootstrap::Initial(voters.clone()));
+                (id, build(cfg, &start_failures))
+            })
             .collect();
         Cluster {
             nodes,
+            drained: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            voters: n as usize,
             start_failures,
+        }
+    }
+
+    /// Boots a new node (the next id) that joins through node `via`, as `runneld
+    /// --join` does; it keeps that configuration across restarts, as a deployment
+    /// would. Returns its id.
+    pub fn join(&mut self, via: u64) -> u64 {
+        let id = self.nodes.keys().max().map_or(1, |m| m + 1);
+        let cfg = config(id, Bootstrap::Join(node_addr(via)));
+        let node = build(cfg, &self.start_failures);
+        self.nodes.insert(id, node);
+        id
+    }
+
+    /// Freezes a node's tasks (a stop-the-world pause, a stalled disk or VM); its
+    /// peers see it silent, then it resumes where it was, with stale views.
+    pub fn pause(&mut self, id: u64) {
+        if self.nodes.get(&id).is_some_and(|n| n.up) && self.paused.insert(id) {
+            Handle::current().pause(self.machine(id));
+        }
+    }
+
+    pub fn resume(&mut self, id: u64) {
+        if self.paused.remove(&id) {
+            Handle::current().resume(self.machine(id));
         }
     }
 
@@ -116,8 +154,18 @@ impl Cluster {
         lock(&self.nodes.get(&id)?.slot).clone()
     }
 
+    /// Nodes running and not paused.
     pub fn up_nodes(&self) -> Vec<u64> {
-        self.nodes.values().filter(|n| n.up).map(|n| n.id).collect()
+        self.nodes
+            .values()
+            .filter(|n| n.up && !self.paused.contains(&n.id))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Nodes killed or paused: unavailable either way.
+    pub fn unavailable(&self) -> usize {
+        self.nodes.len() - self.up_nodes().len()
     }
 
     pub fn down_nodes(&self) -> Vec<u64> {
@@ -137,6 +185,7 @@ impl Cluster {
     /// (with `tear`, a prefix of the unsynced writes, the last cut short), its metadata
     /// store only what was flushed.
     pub fn kill(&mut self, id: u64, tear: Option<u64>) {
+        self.resume(id);
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
         };
@@ -179,19 +228,10 @@ impl Cluster {
     }
 }
 
-fn build(
-    id: u64,
-    voters: &BTreeMap<NodeId, String>,
-    failures: &Arc<Mutex<Vec<String>>>,
-) -> SimNode {
+fn build(cfg: Config, failures: &Arc<Mutex<Vec<String>>>) -> SimNode {
+    let id = cfg.node_id.0;
     let (disk, store, slot) = (SimDisk::new(), MemStore::new(), Slot::default());
-    let (d, m, s, f, cfg) = (
-        disk.clone(),
-        store.clone(),
-        slot.clone(),
-        failures.clone(),
-        config(id, voters),
-    );
+    let (d, m, s, f) = (disk.clone(), store.clone(), slot.clone(), failures.clone());
     let handle = Handle::current()
         .create_node()
         .name(format!("node-{id}"))

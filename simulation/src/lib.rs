@@ -6,8 +6,9 @@
 //! What is where:
 //! - [`cluster`]: the harness: boots N nodes, each on its own simulated IP with a
 //!   `SimDisk` and a `MemStore` that the harness owns (so they outlive a kill); kill
-//!   (unsynced writes lost, optionally a torn last write), restart, and white-box views
-//!   (who leads a shard, who leads the meta group).
+//!   (unsynced writes lost, optionally a torn last write), restart, pause and resume,
+//!   a node that joins later (`--join`), and white-box views (who leads a shard, who
+//!   leads the meta group).
 //! - [`oracle`]: the client oracle: every record sent, every acknowledged record
 //!   (shard, sequence number, bytes), every record read, and the confirmed trim points.
 //! - [`workload`]: producers (random keys and sizes), consumers (polling and push), a

@@ -41,6 +41,22 @@ pub enum Fault {
     Delay,
     /// Trim a shard's prefix on its replicas, as retention does.
     Trim,
+    /// Freeze a node's tasks (a long GC-like pause, a stalled disk or VM), then resume
+    /// it with its stale view of leadership and time.
+    Pause,
+    /// A node's disk fails every write and sync (EIO); when healed, the node is
+    /// restarted on the repaired disk (what a supervisor does after a fail-stop).
+    FailWrites,
+    /// Boot a new node that joins through a live member (`--join`), under load;
+    /// placement rebalances replicas and leaders onto it. Not undone.
+    AddNode,
+    /// Drain a node through the SDK's `Admin::drain_node`, under load; placement moves
+    /// its replicas off. Not undone; only while more than three nodes stay undrained.
+    DrainNode,
+    /// Cut a shard's leader off from the other nodes while clients still reach it: it
+    /// appends entries that never commit, which the next leader's log must overwrite
+    /// (the truncation path).
+    IsolateShardLeader,
 }
 
 pub const ALL: [Fault; 12] = [
@@ -58,6 +74,20 @@ pub const ALL: [Fault; 12] = [
     Fault::Trim,
 ];
 
+/// The kinds added last (churn, pauses, disk errors). They join the swarm only with
+/// `RUNNEL_SIM_NEW_FAULTS=1` or when named in `RUNNEL_SIM_FAULTS`, so that the CI
+/// seeds keep their tested mixes until the new kinds have passed them (SIMULATION.md).
+pub const NEW: [Fault; 5] = [
+    Fault::Pause,
+    Fault::FailWrites,
+    Fault::AddNode,
+    Fault::DrainNode,
+    Fault::IsolateShardLeader,
+];
+
+/// Nodes a seed may add at most (the IP plan and the run's length stay small).
+const ADDED_MAX: usize = 2;
+
 /// A fault kind forced on by a planted-bug test (or `None`: the seed decides).
 pub static FORCED: Mutex<Option<Vec<Fault>>> = Mutex::new(None);
 
@@ -69,6 +99,7 @@ pub fn random_mix() -> Vec<Fault> {
     if let Ok(names) = std::env::var("RUNNEL_SIM_FAULTS") {
         let named: Vec<Fault> = ALL
             .iter()
+            .chain(NEW.iter())
             .copied()
             .filter(|f| names.split(',').any(|n| n == format!("{f:?}")))
             .collect();
@@ -78,6 +109,9 @@ pub fn random_mix() -> Vec<Fault> {
     }
     let mut rng = thread_rng();
     let mut mix: Vec<Fault> = ALL.iter().copied().filter(|_| rng.gen_bool(0.5)).collect();
+    if std::env::var("RUNNEL_SIM_NEW_FAULTS").is_ok_and(|v| v == "1") {
+        mix.extend(NEW.iter().copied().filter(|_| rng.gen_bool(0.5)));
+    }
     if mix.is_empty() {
         mix.push(ALL[rng.gen_range(0..ALL.len())]);
     }
@@ -88,13 +122,24 @@ pub fn random_mix() -> Vec<Fault> {
 #[derive(Default)]
 struct Damage {
     killed: Vec<u64>,
+    paused: Vec<u64>,
+    failing_disks: Vec<u64>,
     links: Vec<(u64, u64)>,
     clogged: Vec<u64>,
     net_config: bool,
 }
 
+/// Where the nemesis sends admin calls (drains): a client machine and the endpoints.
+pub struct AdminSeat {
+    pub machine: madsim::runtime::NodeHandle,
+    pub endpoints: Vec<String>,
+}
+
 pub struct Nemesis {
     pub mix: Vec<Fault>,
+    /// Needed by `DrainNode`; without it drains are skipped.
+    pub admin: Option<AdminSeat>,
+    added: usize,
     /// Every fault injected, with the simulated time, for the report.
     pub history: Vec<String>,
     damage: Damage,
@@ -104,6 +149,8 @@ impl Nemesis {
     pub fn new(mix: Vec<Fault>) -> Nemesis {
         Nemesis {
             mix,
+            admin: None,
+            added: 0,
             history: Vec::new(),
             damage: Damage::default(),
         }
@@ -167,6 +214,15 @@ impl Nemesis {
                 self.cut(cluster, &[x], &others);
                 format!("isolate node {x} from the other nodes")
             }
+            Fault::IsolateShardLeader => {
+                let shard = shards[thread_rng().gen_range(0..shards.len())];
+                let Some(x) = cluster.shard_leader(shard) else {
+                    return;
+                };
+                let others: Vec<u64> = cluster.nodes.keys().copied().filter(|n| *n != x).collect();
+                self.cut(cluster, &[x], &others);
+                format!("isolate {shard} leader, node {x}, from the other nodes")
+            }
             Fault::SplitMinority => {
                 let side = minority(cluster);
                 let rest: Vec<u64> = cluster
@@ -209,6 +265,16 @@ impl Nemesis {
                 format!("delay messages up to {max} ms")
             }
             Fault::Trim => trim(cluster, oracle, shards).await,
+            Fault::Pause => {
+                let victim = pick(&cluster.up_nodes());
+                self.pause(cluster, victim)
+            }
+            Fault::FailWrites => {
+                let victim = pick(&cluster.up_nodes());
+                self.fail_writes(cluster, victim)
+            }
+            Fault::AddNode => self.add_node(cluster),
+            Fault::DrainNode => self.drain_node(cluster).await,
         };
         let at = madsim::time::Instant::now();
         self.history.push(format!("{at:?} {fault:?}: {what}"));
@@ -219,7 +285,7 @@ impl Nemesis {
             return "no such node up".into();
         };
         if !cluster.nodes.get(&v).is_some_and(|n| n.up)
-            || cluster.down_nodes().len() >= minority_size(cluster)
+            || cluster.unavailable() >= minority_size(cluster)
         {
             return format!("node {v} spared (a minority is already down)");
         }
@@ -228,6 +294,78 @@ impl Nemesis {
         match tear {
             Some(_) => format!("killed node {v} (torn write)"),
             None => format!("killed node {v}"),
+        }
+    }
+
+    fn pause(&mut self, cluster: &mut Cluster, victim: Option<u64>) -> String {
+        let Some(v) = victim else {
+            return "no such node up".into();
+        };
+        if cluster.unavailable() >= minority_size(cluster) {
+            return format!("node {v} spared (a minority is already down)");
+        }
+        cluster.pause(v);
+        self.damage.paused.push(v);
+        format!("paused node {v}")
+    }
+
+    fn fail_writes(&mut self, cluster: &mut Cluster, victim: Option<u64>) -> String {
+        let Some(v) = victim else {
+            return "no such node up".into();
+        };
+        if cluster.unavailable() >= minority_size(cluster) {
+            return format!("node {v} spared (a minority is already down)");
+        }
+        cluster.nodes[&v].disk.set_fail_writes(true);
+        self.damage.failing_disks.push(v);
+        format!("disk of node {v} fails writes")
+    }
+
+    fn add_node(&mut self, cluster: &mut Cluster) -> String {
+        if self.added >= ADDED_MAX {
+            return format!("no node added ({ADDED_MAX} already)");
+        }
+        let Some(via) = pick(&cluster.up_nodes()) else {
+            return "no node up to join through".into();
+        };
+        self.added += 1;
+        let id = cluster.join(via);
+        format!("node {id} joins through node {via}")
+    }
+
+    /// Drains a random undrained node while more than three would stay undrained (the
+    /// replication factor).
+    async fn drain_node(&mut self, cluster: &mut Cluster) -> String {
+        let Some(seat) = &self.admin else {
+            return "no admin seat".into();
+        };
+        let undrained: Vec<u64> = cluster
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| !cluster.drained.contains(n))
+            .collect();
+        if undrained.len() <= 3 {
+            return "no node drained (three would not stay)".into();
+        }
+        let Some(victim) = pick(&undrained) else {
+            return "no node to drain".into();
+        };
+        let c = crate::workload::client(&seat.endpoints);
+        let call = seat.machine.spawn(async move {
+            madsim::time::timeout(
+                Duration::from_secs(10),
+                c.admin().drain_node(runnel_types::NodeId(victim)),
+            )
+            .await
+        });
+        match call.await {
+            Ok(Ok(Ok(_))) => {
+                cluster.drained.insert(victim);
+                format!("drain node {victim}")
+            }
+            Ok(Ok(Err(e))) => format!("drain node {victim} refused: {e}"),
+            _ => format!("drain node {victim}: no answer within 10 s"),
         }
     }
 
@@ -256,6 +394,16 @@ impl Nemesis {
         if std::mem::take(&mut self.damage.net_config) {
             net.update_config(|c| *c = madsim::net::Config::default());
         }
+        for v in self.damage.paused.drain(..) {
+            cluster.resume(v);
+        }
+        for v in self.damage.failing_disks.drain(..) {
+            cluster.nodes[&v].disk.set_fail_writes(false);
+            if cluster.nodes[&v].up {
+                cluster.kill(v, None);
+                cluster.restart(v);
+            }
+        }
         for v in self.damage.killed.drain(..) {
             cluster.restart(v);
         }
@@ -266,9 +414,10 @@ fn pick(ids: &[u64]) -> Option<u64> {
     (!ids.is_empty()).then(|| ids[thread_rng().gen_range(0..ids.len())])
 }
 
-/// The largest number of nodes that may fail while a majority stays.
+/// The largest number of nodes that may fail while a majority stays (of the nodes,
+/// and of the meta voters booted with the cluster).
 fn minority_size(cluster: &Cluster) -> usize {
-    (cluster.nodes.len() - 1) / 2
+    (cluster.nodes.len().min(cluster.voters) - 1) / 2
 }
 
 /// A random minority of the nodes (at least one).

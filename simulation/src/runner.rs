@@ -38,7 +38,8 @@ pub fn replay_command(test: &str, seed: u64) -> String {
     )
 }
 
-fn init_logs() {
+/// Server and SDK logs per `RUST_LOG` (off by default); calling it again is harmless.
+pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
@@ -66,6 +67,7 @@ pub fn run_seed(seed: u64) -> Outcome {
             text: format!("PANIC: {msg}"),
             simulated: std::time::Duration::ZERO,
             faults: 0,
+            violated: vec!["panic"],
         }
     })
 }

@@ -15,7 +15,7 @@ use runnel_types::ShardId;
 
 use crate::checkers::{self, Final};
 use crate::cluster::{Cluster, client_ip};
-use crate::nemesis::{Nemesis, random_mix};
+use crate::nemesis::{AdminSeat, Nemesis, random_mix};
 use crate::oracle::{Acked, Oracle, SharedOracle, lock};
 use crate::workload::{STREAM, Shape, Workload, client};
 
@@ -36,6 +36,8 @@ pub struct Outcome {
     pub text: String,
     pub simulated: Duration,
     pub faults: usize,
+    /// The checkers that found violations ("panic" for a panic).
+    pub violated: Vec<&'static str>,
 }
 
 /// The run's parameters, all drawn from the seed.
@@ -80,6 +82,10 @@ pub async fn run() -> Outcome {
     };
     let mut workload = Workload::start(&params.shape, &endpoints, &oracle);
     let mut nemesis = Nemesis::new(mix.clone());
+    nemesis.admin = Some(AdminSeat {
+        machine: admin.clone(),
+        endpoints: endpoints.clone(),
+    });
     nemesis
         .run(&mut cluster, &oracle, &shards, params.safety)
         .await;
@@ -94,7 +100,11 @@ pub async fn run() -> Outcome {
     workload.stop_producers().await;
     fin.liveness.extend(catch_up(&oracle, &params.shape).await);
     workload.stop_readers().await;
-    fin.placement = on(&admin, settle_placement(client(&endpoints), params.nodes)).await;
+    let expected = Expected {
+        nodes: cluster.nodes.keys().copied().collect(),
+        drained: cluster.drained.iter().copied().collect(),
+    };
+    fin.placement = on(&admin, settle_placement(client(&endpoints), expected)).await;
     for shard in &shards {
         let name = shard.kinesis_name();
         match on(&admin, full_read(client(&endpoints), name.clone())).await {
@@ -233,12 +243,21 @@ fn missing_reads(o: &Oracle, shape: &Shape) -> Vec<String> {
     out
 }
 
-/// Waits for every node Up, no shard under-replicated or leaderless, and every
-/// shard's replicas on distinct nodes; the problems still seen at the bound.
-async fn settle_placement(c: Client, nodes: u64) -> Vec<String> {
+/// The nodes placement must show after healing.
+struct Expected {
+    /// Every node booted or joined.
+    nodes: Vec<u64>,
+    /// The ones drained: they must end `Drained`, holding no replica.
+    drained: Vec<u64>,
+}
+
+/// Waits for every undrained node Up and every drained one Drained, no shard
+/// under-replicated or leaderless, and every shard's replicas on distinct undrained
+/// nodes; the problems still seen at the bound.
+async fn settle_placement(c: Client, expected: Expected) -> Vec<String> {
     let start = madsim::time::Instant::now();
     loop {
-        let problems = placement_problems(&c, nodes).await;
+        let problems = placement_problems(&c, &expected).await;
         if problems.is_empty() || start.elapsed() > SETTLE_BOUND {
             return problems;
         }
@@ -246,21 +265,41 @@ async fn settle_placement(c: Client, nodes: u64) -> Vec<String> {
     }
 }
 
-async fn placement_problems(c: &Client, nodes: u64) -> Vec<String> {
+async fn placement_problems(c: &Client, expected: &Expected) -> Vec<String> {
     let admin = c.admin();
     let status = match admin.cluster_status().await {
         Ok(s) => s,
         Err(e) => return vec![format!("ClusterStatus fails: {e}")],
     };
     let mut out = Vec::new();
-    let up: Vec<u64> = status
+    let mut up: Vec<u64> = status
         .nodes
         .iter()
         .filter(|n| n.status == NodeStatus::Up)
         .map(|n| n.node_id.0)
         .collect();
-    if up.len() as u64 != nodes {
-        out.push(format!("nodes Up: {up:?} of {nodes}"));
+    up.sort_unstable();
+    let want_up: Vec<u64> = expected
+        .nodes
+        .iter()
+        .copied()
+        .filter(|n| !expected.drained.contains(n))
+        .collect();
+    if up != want_up {
+        out.push(format!("nodes Up: {up:?}, expected {want_up:?}"));
+    }
+    let mut drained: Vec<u64> = status
+        .nodes
+        .iter()
+        .filter(|n| n.status == NodeStatus::Drained)
+        .map(|n| n.node_id.0)
+        .collect();
+    drained.sort_unstable();
+    if drained != expected.drained {
+        out.push(format!(
+            "nodes Drained: {drained:?}, expected {:?}",
+            expected.drained
+        ));
     }
     if status.under_replicated_shards > 0 || status.leaderless_shards > 0 {
         out.push(format!(
@@ -276,7 +315,12 @@ async fn placement_problems(c: &Client, nodes: u64) -> Vec<String> {
                 on.sort_unstable();
                 on.dedup();
                 let distinct_up = on.iter().filter(|n| up.contains(n)).count();
-                if on.len() != s.replicas.len() || distinct_up < 3 || s.leader.is_none() {
+                let on_drained = on.iter().any(|n| expected.drained.contains(n));
+                if on.len() != s.replicas.len()
+                    || distinct_up < 3
+                    || on_drained
+                    || s.leader.is_none()
+                {
                     out.push(format!(
                         "{}: replicas {:?}, leader {:?}",
                         s.shard_id, s.replicas, s.leader
@@ -358,6 +402,7 @@ fn outcome(
 ) -> Outcome {
     let simulated = started.elapsed();
     let failed = !violations.is_empty();
+    let violated = violations.iter().map(|(c, _)| *c).collect();
     let mut text = format!(
         "{} nodes, {} shards, {:?} of faults from {mix:?}: {} injected; {:.0} s simulated",
         params.nodes,
@@ -374,6 +419,10 @@ fn outcome(
                 text.push_str(&format!("\n    {line}"));
             }
         }
+    }
+    // `RUNNEL_SIM_HISTORY=1` prints the faults of passing seeds too (how a planted bug
+    // escaped a seed, what a mix did).
+    if failed || std::env::var("RUNNEL_SIM_HISTORY").is_ok_and(|v| v == "1") {
         text.push_str("\n  faults:");
         for h in history {
             text.push_str(&format!("\n    {h}"));
@@ -385,5 +434,6 @@ fn outcome(
         text,
         simulated,
         faults: history.len(),
+        violated,
     }
 }
