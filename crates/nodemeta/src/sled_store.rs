@@ -4,10 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::batch::{BatchOp, WriteBatch};
 use crate::error::MetaStoreError;
 use crate::store::{KeyValue, MetaStore};
+
+/// How long [`SledStore::open`] waits for a lock held by this process's own
+/// just-dropped database (sled's flusher lets go within its flush interval, 500 ms).
+pub const LOCK_RETRY: Duration = Duration::from_secs(2);
+const LOCK_RETRY_STEP: Duration = Duration::from_millis(20);
 
 /// A [`MetaStore`] on sled. A batch becomes one `sled::Batch`, which sled applies and
 /// recovers atomically; `flush` is `Db::flush`, which fsyncs sled's log.
@@ -26,12 +32,25 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the database in `path`. Fails with
     /// [`MetaStoreError::DirLocked`] if another process has it open.
+    ///
+    /// sled releases its directory lock from its background flusher thread, a moment
+    /// after the last handle of the database in this process is dropped; a reopen in
+    /// the same process (a node restarted in place, a test) can find the lock still
+    /// held. So a locked dir is retried for [`LOCK_RETRY`] before it is reported.
     pub fn open(path: impl AsRef<Path>) -> Result<SledStore, MetaStoreError> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| open_error(&path, e))?;
+        let started = Instant::now();
+        let db = loop {
+            match sled::Config::new().path(&path).open() {
+                Ok(db) => break db,
+                Err(e) => match open_error(&path, e) {
+                    MetaStoreError::DirLocked { .. } if started.elapsed() < LOCK_RETRY => {
+                        std::thread::sleep(LOCK_RETRY_STEP);
+                    }
+                    err => return Err(err),
+                },
+            }
+        };
         Ok(SledStore {
             db,
             path,
