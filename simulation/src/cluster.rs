@@ -98,6 +98,7 @@ fn config(id: u64, bootstrap: Bootstrap) -> Config {
         labels: BTreeMap::new(),
         log_format: LogFormat::Text,
         default_replication: 3,
+        min_retention_ms: None,
     }
 }
 

@@ -155,6 +155,7 @@ impl DevCluster {
                 labels: Default::default(),
                 log_format: LogFormat::Text,
                 default_replication: plan.len().min(3) as u32,
+                min_retention_ms: None,
             };
             let node = Node::start(config, RealDisk::shared(), store)
                 .await

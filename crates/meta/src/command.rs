@@ -22,6 +22,11 @@ pub enum Command {
     InitCluster {
         cluster_id: String,
         iterator_key: [u8; 16],
+        /// The shortest retention a stream may have, if the bootstrapping node was
+        /// started with `--min-retention` (1 hour otherwise). Fixed with the identity,
+        /// by the first command, so every node enforces the same floor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retention_ms_min: Option<u64>,
     },
 
     /// A copy of the whole state as applied up to meta log entry `up_to`, written into
@@ -191,7 +196,8 @@ pub fn apply(state: &mut MetaState, cmd: Command) -> Result<CommandResult, MetaE
         Command::InitCluster {
             cluster_id,
             iterator_key,
-        } => handlers::nodes::init_cluster(state, cluster_id, iterator_key),
+            retention_ms_min,
+        } => handlers::nodes::init_cluster(state, cluster_id, iterator_key, retention_ms_min),
         Command::SnapshotState { .. } => Ok(CommandResult::Done),
         Command::RegisterNode {
             node,

@@ -29,6 +29,10 @@ pub const SHARDS_MAX: usize = 100_000;
 
 /// Retention below this needs the cluster setting lowered (tests do); a sane default.
 pub const RETENTION_MS_MIN_DEFAULT: u64 = 3600 * 1000;
+/// The lowest the cluster's minimum retention may be set (`runneld --min-retention`):
+/// short retention is for tests and demos, but below a second the retention loop's own
+/// period would dominate.
+pub const RETENTION_MS_MIN_FLOOR: u64 = 1000;
 
 /// Consumer groups: names as stream names; member ids up to this long; members per group.
 pub const GROUP_NAME_BYTES_MAX: usize = 128;

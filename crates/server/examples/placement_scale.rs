@@ -103,6 +103,7 @@ async fn start_cluster(dir: &std::path::Path) -> anyhow::Result<Vec<NodeHandle>>
             labels: BTreeMap::new(),
             log_format: LogFormat::Text,
             default_replication: 3,
+            min_retention_ms: None,
         };
         let options = NodeOptions {
             placement: Default::default(),

@@ -85,6 +85,13 @@ pub struct Flags {
     /// Default 3, or 1 on a single-node cluster.
     #[arg(long, env = "RUNNEL_DEFAULT_REPLICATION")]
     pub default_replication: Option<u32>,
+
+    /// The shortest retention a stream of this cluster may have (default 1h; from 1s):
+    /// `10s`, `5m`, `1h`, or milliseconds (`1500ms`). Fixed when the cluster is first
+    /// bootstrapped (the node that initialises it proposes it; later values are
+    /// ignored). Short retention is for tests and demos.
+    #[arg(long, env = "RUNNEL_MIN_RETENTION")]
+    pub min_retention: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -115,6 +122,8 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub log_format: LogFormat,
     pub default_replication: u32,
+    /// `--min-retention` in milliseconds; `None` keeps the cluster default (1 hour).
+    pub min_retention_ms: Option<u64>,
 }
 
 #[derive(Debug, Error)]
@@ -132,6 +141,33 @@ pub enum ConfigError {
         value: String,
         problem: String,
     },
+}
+
+/// `--min-retention`: a number with a unit (`ms`, `s`, `m`, `h`), between the limits
+/// the meta state accepts.
+fn parse_min_retention(text: &str) -> Result<u64, ConfigError> {
+    use runnel_meta::limits::{RETENTION_MS_MIN_DEFAULT, RETENTION_MS_MIN_FLOOR};
+    let bad = |problem: String| invalid("min-retention", text, problem);
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| bad("write a number with a unit, e.g. 10s, 5m, 1h or 1500ms".into()))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad(format!("unknown unit {unit:?}: use ms, s, m or h"))),
+    };
+    let ms = n.saturating_mul(scale);
+    if !(RETENTION_MS_MIN_FLOOR..=RETENTION_MS_MIN_DEFAULT).contains(&ms) {
+        return Err(bad(format!(
+            "must be between {RETENTION_MS_MIN_FLOOR} ms (1s) and {RETENTION_MS_MIN_DEFAULT} ms (1h)"
+        )));
+    }
+    Ok(ms)
 }
 
 fn invalid(
@@ -180,6 +216,7 @@ impl Flags {
             health_check: self.health_check,
             log_format: self.log_format.or(file.log_format),
             default_replication: self.default_replication.or(file.default_replication),
+            min_retention: self.min_retention.or(file.min_retention),
         }
     }
 
@@ -253,6 +290,11 @@ impl Flags {
             labels: parse_labels(&self.labels)?,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             default_replication,
+            min_retention_ms: self
+                .min_retention
+                .as_deref()
+                .map(parse_min_retention)
+                .transpose()?,
         })
     }
 
@@ -389,6 +431,24 @@ mod tests {
             Bootstrap::Initial(BTreeMap::from([(NodeId(1), "127.0.0.1:7100".into())]))
         );
         assert_eq!(c.default_replication, 1);
+        assert_eq!(c.min_retention_ms, None);
+    }
+
+    #[test]
+    fn min_retention_takes_units_and_refuses_what_the_cluster_would() {
+        let ms = |t: &str| {
+            flags(&["--min-retention", t])
+                .resolve(|| None)
+                .map(|c| c.min_retention_ms)
+        };
+        assert_eq!(ms("10s").unwrap(), Some(10_000));
+        assert_eq!(ms("5m").unwrap(), Some(300_000));
+        assert_eq!(ms("1h").unwrap(), Some(3_600_000));
+        assert_eq!(ms("1500ms").unwrap(), Some(1_500));
+        for bad in ["999ms", "2h", "10", "ten s", "10d", ""] {
+            let err = ms(bad).expect_err(bad).to_string();
+            assert!(err.contains("--min-retention"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -109,6 +109,7 @@ async fn start_inner(
         registry.clone(),
         seeds,
         options.placement,
+        config.min_retention_ms,
     ));
     let (metrics, prom) = Metrics::new();
     let ctx = Arc::new(NodeContext {

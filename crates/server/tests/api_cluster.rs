@@ -88,6 +88,7 @@ impl Cluster {
                 labels: BTreeMap::new(),
                 log_format: LogFormat::Text,
                 default_replication: 3,
+                min_retention_ms: None,
             };
             let handle = Node::start_with(
                 config,

@@ -72,6 +72,7 @@ fn start(id: u64, voters: &BTreeMap<NodeId, String>) -> (SimHandle, Slot, SimDis
                     labels: BTreeMap::new(),
                     log_format: LogFormat::Text,
                     default_replication: 3,
+                    min_retention_ms: None,
                 };
                 let node = Node::start_with(config, d.handle(), Arc::new(m), options())
                     .await

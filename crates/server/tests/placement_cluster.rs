@@ -84,6 +84,7 @@ impl TestCluster {
             labels: BTreeMap::new(),
             log_format: LogFormat::Text,
             default_replication: 3,
+            min_retention_ms: None,
         };
         let store = self
             .stores

@@ -79,6 +79,7 @@ fn start_with(id: u64, bootstrap: Bootstrap) -> SimNode {
                     labels: BTreeMap::new(),
                     log_format: LogFormat::Text,
                     default_replication: 3,
+                    min_retention_ms: None,
                 };
                 let node = Node::start_with(config, d.handle(), Arc::new(m), options())
                     .await

@@ -7,6 +7,7 @@ use crate::error::MetaError;
 use crate::limits::{
     CAPACITY_WEIGHT_MAX, CAPACITY_WEIGHT_MIN, CLUSTER_ID_BYTES_MAX, HEARTBEAT_LEADERS_MAX,
     NODE_ADDRESS_BYTES_MAX, NODE_LABEL_BYTES_MAX, NODE_LABELS_MAX, NODE_TOMBSTONES_MAX, NODES_MAX,
+    RETENTION_MS_MIN_DEFAULT, RETENTION_MS_MIN_FLOOR,
 };
 use crate::state::{
     ClusterIdentity, MetaState, NodeInfo, NodeLabels, NodeLoad, NodeStatus, ReplicaRole,
@@ -18,6 +19,7 @@ pub(crate) fn init_cluster(
     state: &mut MetaState,
     cluster_id: String,
     iterator_key: [u8; 16],
+    retention_ms_min: Option<u64>,
 ) -> Result<CommandResult, MetaError> {
     if cluster_id.is_empty() || cluster_id.len() > CLUSTER_ID_BYTES_MAX {
         return Err(MetaError::invalid(
@@ -26,7 +28,19 @@ pub(crate) fn init_cluster(
             format!("1 to {CLUSTER_ID_BYTES_MAX} bytes"),
         ));
     }
+    if let Some(min) = retention_ms_min
+        && !(RETENTION_MS_MIN_FLOOR..=RETENTION_MS_MIN_DEFAULT).contains(&min)
+    {
+        return Err(MetaError::invalid(
+            "retention_ms_min",
+            min.to_string(),
+            format!("{RETENTION_MS_MIN_FLOOR} to {RETENTION_MS_MIN_DEFAULT} ms"),
+        ));
+    }
     if state.identity.is_none() {
+        if let Some(min) = retention_ms_min {
+            state.settings.retention_ms_min = min;
+        }
         state.identity = Some(ClusterIdentity {
             cluster_id,
             iterator_key,

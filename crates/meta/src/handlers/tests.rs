@@ -1018,18 +1018,46 @@ fn init_cluster_takes_effect_once() {
     let first = Command::InitCluster {
         cluster_id: "c1".into(),
         iterator_key: [1; 16],
+        retention_ms_min: Some(5_000),
     };
     let second = Command::InitCluster {
         cluster_id: "c2".into(),
         iterator_key: [2; 16],
+        retention_ms_min: Some(60_000),
     };
     assert_eq!(apply(&mut s, first), Ok(CommandResult::Done));
     assert_eq!(apply(&mut s, second), Ok(CommandResult::Done));
     let id = s.identity.as_ref().expect("set by the first command");
     assert_eq!((id.cluster_id.as_str(), id.iterator_key), ("c1", [1; 16]));
+    assert_eq!(
+        s.settings.retention_ms_min, 5_000,
+        "the first command's floor stays"
+    );
     let empty = Command::InitCluster {
         cluster_id: String::new(),
         iterator_key: [3; 16],
+        retention_ms_min: None,
     };
     assert!(apply(&mut s, empty).is_err());
+}
+
+#[test]
+fn init_cluster_checks_the_retention_floor_and_keeps_the_default_without_one() {
+    let mut s = MetaState::default();
+    let init = |min| Command::InitCluster {
+        cluster_id: "c".into(),
+        iterator_key: [0; 16],
+        retention_ms_min: min,
+    };
+    assert!(apply(&mut s, init(Some(999))).is_err());
+    assert!(apply(&mut s, init(Some(3_600_001))).is_err());
+    assert!(s.identity.is_none(), "a refused command sets nothing");
+    assert_eq!(apply(&mut s, init(None)), Ok(CommandResult::Done));
+    assert_eq!(s.settings.retention_ms_min, 3_600_000);
+    // A command from before the field existed still decodes.
+    let old: Command = serde_json::from_str(
+        r#"{"InitCluster":{"cluster_id":"c","iterator_key":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}}"#,
+    )
+    .expect("decodes");
+    assert_eq!(old, init(None));
 }

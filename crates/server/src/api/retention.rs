@@ -48,7 +48,12 @@ pub async fn run_retention_every(ctx: Arc<NodeContext>, period: Duration) {
     let span = info_span!("retention", node_id = %ctx.node_id);
     async move {
         loop {
-            tokio::time::sleep(period).await;
+            // A cluster bootstrapped with a short minimum retention (`--min-retention`)
+            // checks as often as a quarter of it, so records outlive their retention
+            // by at most about that much; otherwise every `period`.
+            let floor = ctx.placement.read(|st| st.settings.retention_ms_min);
+            let pass = period.min(Duration::from_millis((floor / 4).max(250)));
+            tokio::time::sleep(pass).await;
             retain_once(&ctx).await;
         }
     }

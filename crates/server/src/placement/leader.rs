@@ -150,6 +150,7 @@ async fn init_cluster(placement: &Placement) -> Result<(), ServerError> {
         .propose(Command::InitCluster {
             cluster_id: cluster_id.clone(),
             iterator_key,
+            retention_ms_min: placement.proposed_retention_ms_min(),
         })
         .await?;
     info!(cluster_id = %placement.cluster_id(), proposed = %cluster_id, "cluster identity set");

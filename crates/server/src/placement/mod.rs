@@ -115,6 +115,9 @@ pub struct Placement {
     snapshot_every: AtomicU64,
     /// A trim of the local meta log is running (one at a time).
     trimming: AtomicBool,
+    /// `--min-retention`, proposed with the cluster's identity if this node is the one
+    /// that initialises the cluster (the first `InitCluster` wins).
+    retention_ms_min: Option<u64>,
     pub config: PlacementConfig,
 }
 
@@ -124,6 +127,7 @@ impl Placement {
         registry: Arc<Registry>,
         seed_addresses: BTreeMap<NodeId, String>,
         config: PlacementConfig,
+        retention_ms_min: Option<u64>,
     ) -> Placement {
         let (applied, rx) = runnel_raft::detwatch::channel(Applied::default());
         Placement {
@@ -136,8 +140,14 @@ impl Placement {
             forward: service::Forwarder::default(),
             snapshot_every: AtomicU64::new(META_SNAPSHOT_EVERY_ENTRIES),
             trimming: AtomicBool::new(false),
+            retention_ms_min,
             config,
         }
+    }
+
+    /// The minimum retention this node proposes when it initialises the cluster.
+    pub fn proposed_retention_ms_min(&self) -> Option<u64> {
+        self.retention_ms_min
     }
 
     pub fn node_id(&self) -> NodeId {
