@@ -27,6 +27,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Entry payloads are record batches: share memory rather than copy.
         .bytes(["."])
         .compile_protos(&files, &[root])?;
+    use_sized_codec(&out_dir)?;
+    Ok(())
+}
+
+/// Points the generated services at `crate::codec::SizedProstCodec` (see there for
+/// why). madsim-tonic-build wraps tonic-prost-build without its `codec_path` option, so
+/// the generated files are rewritten instead; the simulated services (under `--cfg
+/// madsim`) use no codec and are left as they are.
+fn use_sized_codec(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    for entry in std::fs::read_dir(out_dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path)?;
+            let rewritten = text.replace(
+                "tonic_prost::ProstCodec::default()",
+                "crate::codec::SizedProstCodec::default()",
+            );
+            if rewritten != text {
+                std::fs::write(&path, rewritten)?;
+            }
+        }
+    }
     Ok(())
 }
 

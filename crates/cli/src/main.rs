@@ -5,6 +5,10 @@
 //! commands themselves are in the library, one file per command group.
 
 #[cfg(not(madsim))]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
     real::main()
 }

@@ -10,6 +10,9 @@
 //! mapping between these messages and openraft's types lives in `runnel-raft`
 //! (`network/wire.rs`), next to the code that depends on openraft.
 
+#[cfg(not(madsim))]
+pub mod codec;
+
 pub mod internal {
     pub mod v1 {
         #![allow(clippy::all, missing_docs)]

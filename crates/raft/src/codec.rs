@@ -19,9 +19,12 @@ use openraft::EntryPayload;
 use openraft::vote::RaftLeaderId;
 
 use crate::error::Error;
+use runnel_types::Record;
+use runnel_types::record::{batch_encoded_len, encode_batch_into};
+
 use crate::types::{
-    Command, PeerNode, RaftEntry, RaftLeaderId as LeaderId, RaftLogId, RaftMembership, RaftPayload,
-    RaftSnapshotMeta, RaftStoredMembership, RaftVote, log_id,
+    Command, EncodedPayload, PeerNode, RaftEntry, RaftLeaderId as LeaderId, RaftLogId,
+    RaftMembership, RaftPayload, RaftSnapshotMeta, RaftStoredMembership, RaftVote, log_id,
 };
 
 const PAYLOAD_V1: u8 = 1;
@@ -29,26 +32,57 @@ const KIND_BLANK: u8 = 0;
 const KIND_NORMAL: u8 = 1;
 const KIND_MEMBERSHIP: u8 = 2;
 const COMMAND_RECORDS: u8 = 1;
+/// Version, kind, command tag, timestamp, record count: what precedes a batch.
+const RECORDS_HEADER_LEN: usize = 1 + 1 + 1 + 8 + 4;
+
+/// A shard write of `records`, encoded once: the entry payload (header and batch) is
+/// built in one buffer, and the command's batch is a slice of it, so that appending
+/// it to the log and sending it to each follower copies nothing more.
+pub fn records_command(timestamp_ms: u64, records: &[Record]) -> Command {
+    let mut buf = BytesMut::with_capacity(RECORDS_HEADER_LEN + batch_encoded_len(records));
+    put_records_header(&mut buf, timestamp_ms, records.len() as u32);
+    encode_batch_into(records, &mut buf);
+    let payload = buf.freeze();
+    Command::Records {
+        timestamp_ms,
+        records: records.len() as u32,
+        batch: payload.slice(RECORDS_HEADER_LEN..),
+        encoded: EncodedPayload(Some(payload)),
+    }
+}
+
+fn put_records_header(buf: &mut BytesMut, timestamp_ms: u64, records: u32) {
+    buf.put_u8(PAYLOAD_V1);
+    buf.put_u8(KIND_NORMAL);
+    buf.put_u8(COMMAND_RECORDS);
+    buf.put_u64_le(timestamp_ms);
+    buf.put_u32_le(records);
+}
 
 /// The payload of an entry, as stored in the segment log and carried on the wire.
 pub fn encode_payload(payload: &RaftPayload) -> Bytes {
     let mut buf = BytesMut::new();
-    buf.put_u8(PAYLOAD_V1);
     match payload {
-        EntryPayload::Blank => buf.put_u8(KIND_BLANK),
+        EntryPayload::Blank => {
+            buf.put_u8(PAYLOAD_V1);
+            buf.put_u8(KIND_BLANK);
+        }
+        EntryPayload::Normal(Command::Records {
+            encoded: EncodedPayload(Some(encoded)),
+            ..
+        }) => return encoded.clone(),
         EntryPayload::Normal(Command::Records {
             timestamp_ms,
             records,
             batch,
+            ..
         }) => {
-            buf.reserve(14 + batch.len());
-            buf.put_u8(KIND_NORMAL);
-            buf.put_u8(COMMAND_RECORDS);
-            buf.put_u64_le(*timestamp_ms);
-            buf.put_u32_le(*records);
+            buf.reserve(RECORDS_HEADER_LEN + batch.len());
+            put_records_header(&mut buf, *timestamp_ms, *records);
             buf.put_slice(batch);
         }
         EntryPayload::Membership(m) => {
+            buf.put_u8(PAYLOAD_V1);
             buf.put_u8(KIND_MEMBERSHIP);
             put_membership(&mut buf, m);
         }
@@ -73,6 +107,7 @@ pub fn decode_payload(bytes: &Bytes) -> Result<RaftPayload, Error> {
                     timestamp_ms,
                     records,
                     batch: r.rest(),
+                    encoded: EncodedPayload(Some(bytes.clone())),
                 })
             }
             other => return Err(r.corrupt(format!("unknown command tag {other}"))),
@@ -340,6 +375,39 @@ mod tests {
     }
 
     #[test]
+    fn a_records_command_is_encoded_once_and_shared() {
+        let records = vec![
+            Record::new("a", vec![1u8; 100]),
+            Record::new("b", Bytes::new()),
+        ];
+        let cmd = records_command(42, &records);
+        let Command::Records {
+            timestamp_ms,
+            records: n,
+            batch,
+            encoded,
+        } = &cmd;
+        assert_eq!((*timestamp_ms, *n), (42, 2));
+        assert_eq!(batch, &runnel_types::record::encode_batch(&records));
+        let payload = EntryPayload::Normal(cmd.clone());
+        let bytes = encode_payload(&payload);
+        // The cached payload is the one handed out, not a copy...
+        assert_eq!(Some(bytes.as_ptr()), encoded.0.as_ref().map(|b| b.as_ptr()));
+        // ...and it is exactly what encoding the command afresh gives.
+        let fresh = EntryPayload::Normal(Command::Records {
+            timestamp_ms: 42,
+            records: 2,
+            batch: batch.clone(),
+            encoded: EncodedPayload::default(),
+        });
+        assert_eq!(encode_payload(&fresh), bytes);
+        // Decoding keeps the payload for the next hop (the log, or a new leader).
+        let decoded = decode_payload(&bytes).expect("decodes");
+        assert_eq!(decoded, payload);
+        assert_eq!(encode_payload(&decoded).as_ptr(), bytes.as_ptr());
+    }
+
+    #[test]
     fn payloads_round_trip() {
         let payloads = [
             EntryPayload::Blank,
@@ -347,6 +415,7 @@ mod tests {
                 timestamp_ms: 7,
                 records: 2,
                 batch: Bytes::from_static(b"xy"),
+                encoded: EncodedPayload::default(),
             }),
             EntryPayload::Membership(membership()),
         ];

@@ -419,7 +419,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<RaftLogId>) -> Result<(), io::Error> {
         if let Some(c) = &committed {
-            self.storage.tail().evict_upto(c.index);
+            self.storage
+                .tail()
+                .committed_upto(c.index, crate::tail_cache::COMMITTED_KEEP_BYTES);
         }
         let bytes = codec::encode_log_id(committed.as_ref());
         // Not flushed: a committed log id lost in a crash is learnt again from the leader.

@@ -13,13 +13,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use runnel_types::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
-use runnel_types::record::encode_batch;
 use runnel_types::{GroupId, LogIndex, NodeId, Record, SeqNo};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::error::Error;
-use crate::types::{Command, Raft, TypeConfig};
+use crate::types::{Raft, TypeConfig};
 
 /// Bounds of a group's write pipeline.
 #[derive(Clone, Debug)]
@@ -173,11 +172,7 @@ async fn propose(group: GroupId, raft: &Raft, batch: Vec<Pending>) {
     let timestamp_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let command = Command::Records {
-        timestamp_ms,
-        records: all.len() as u32,
-        batch: encode_batch(&all),
-    };
+    let command = crate::codec::records_command(timestamp_ms, &all);
     drop(all);
     match raft.client_write(command).await {
         Ok(resp) => {

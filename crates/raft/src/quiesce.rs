@@ -202,6 +202,8 @@ async fn run(
                 Step::Quiesce => {
                     debug!(group_id = %g.id, state = ?f.state, "quiescing idle group");
                     g.quiesce();
+                    // Every follower has matched: the tail kept for them is not needed.
+                    g.storage.forget_tail();
                 }
             }
         }

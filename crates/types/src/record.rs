@@ -81,8 +81,20 @@ const BATCH_HEADER_LEN: usize = 1 + 4;
 
 /// Encodes records into one batch payload.
 pub fn encode_batch(records: &[Record]) -> Bytes {
-    let len = BATCH_HEADER_LEN + records.iter().map(Record::encoded_len).sum::<usize>();
-    let mut buf = BytesMut::with_capacity(len);
+    let mut buf = BytesMut::with_capacity(batch_encoded_len(records));
+    encode_batch_into(records, &mut buf);
+    buf.freeze()
+}
+
+/// The length of [`encode_batch`]'s output for `records`.
+pub fn batch_encoded_len(records: &[Record]) -> usize {
+    BATCH_HEADER_LEN + records.iter().map(Record::encoded_len).sum::<usize>()
+}
+
+/// [`encode_batch`] appending to `buf`, so that a caller can put its own header in
+/// front of the batch without copying it again.
+pub fn encode_batch_into(records: &[Record], buf: &mut BytesMut) {
+    buf.reserve(batch_encoded_len(records));
     buf.put_u8(BATCH_FORMAT_V1);
     buf.put_u32_le(records.len() as u32);
     for r in records {
@@ -98,7 +110,6 @@ pub fn encode_batch(records: &[Record]) -> Bytes {
         buf.put_u32_le(r.data.len() as u32);
         buf.put_slice(&r.data);
     }
-    buf.freeze()
 }
 
 /// Decodes a batch payload. Record data shares the payload's memory (no copy).

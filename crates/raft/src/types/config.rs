@@ -55,7 +55,31 @@ pub enum Command {
         /// Number of records in `batch`, so that no one decodes it to count.
         records: u32,
         batch: Bytes,
+        /// The whole entry payload `batch` is a slice of, when the command was built
+        /// by [`crate::codec::records_command`] or decoded from a payload: the log and
+        /// every follower's AppendEntries then share it instead of encoding it again.
+        #[serde(skip)]
+        encoded: EncodedPayload,
     },
+}
+
+/// A cached encoding of a command (see [`Command::Records`]). Not part of the
+/// command's value: two commands are equal whether or not either carries it.
+#[derive(Clone, Default)]
+pub struct EncodedPayload(pub(crate) Option<Bytes>);
+
+impl PartialEq for EncodedPayload {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EncodedPayload {}
+
+impl fmt::Debug for EncodedPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "cached" } else { "none" })
+    }
 }
 
 impl fmt::Display for Command {
@@ -65,6 +89,7 @@ impl fmt::Display for Command {
                 timestamp_ms,
                 records,
                 batch,
+                ..
             } => {
                 write!(
                     f,

@@ -2,7 +2,7 @@
 
 pub mod config;
 
-pub use config::{Command, PeerNode, Reply, TypeConfig};
+pub use config::{Command, EncodedPayload, PeerNode, Reply, TypeConfig};
 
 /// The openraft instance of one group.
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::ShardStateMachine>;

@@ -4,6 +4,10 @@
 //! requests finished, groups shut down), within 30 seconds.
 
 #[cfg(not(madsim))]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
     real::main()
 }
