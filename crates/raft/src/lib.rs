@@ -27,6 +27,8 @@
 //! - [`quiesce`]: idle groups stop ticking on every replica; node-level probes
 //!   (`network/liveness.rs`) stand in for their heartbeats.
 //! - [`error`]: [`Error`], the one error type.
+//! - `inspect`: white-box views of a group (its segment log) for tests and the
+//!   simulation's checkers.
 //!
 //! *Architecture invariant*: openraft's types do not leak past this crate's public
 //! API except through [`types`]; the rest of the server speaks `runnel_types` ids.
@@ -36,6 +38,7 @@ pub mod detwatch;
 pub mod error;
 mod flush;
 pub mod group;
+mod inspect;
 pub mod io;
 pub mod log_store;
 pub mod network;
