@@ -455,8 +455,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Err(e);
         }
         self.storage.tail().push(&raft_entries);
-        if runnel_types::planted::enabled(runnel_types::planted::Bug::AckBeforeSync) {
-            // PLANTED BUG (simulation only): acknowledged, never synced.
+        if runnel_types::planted::enabled(runnel_types::planted::Bug::AckBeforeSync)
+            && !self.storage.group.is_meta()
+        {
+            // PLANTED BUG (simulation only): a shard's entries acknowledged, never
+            // synced. (Not the meta group's: a meta log missing committed entries makes
+            // the placement applier spin inside one poll, which no simulated-time
+            // watchdog can stop; SIMULATION.md.)
             callback.io_completed(Ok(()));
             return Ok(());
         }

@@ -7,7 +7,8 @@
 /// One planted bug. Each hook in the code names the one it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
-    /// `raft` log storage: report `IOFlushed` without fsyncing the appended entries.
+    /// `raft` log storage: report `IOFlushed` without fsyncing the appended entries (of
+    /// shard groups; the meta group stays correct).
     AckBeforeSync = 0,
     /// `raft` reads: serve entries past the commit point.
     ReadPastCommit = 1,
@@ -19,19 +20,25 @@ pub enum Bug {
 
 #[cfg(feature = "planted-bugs")]
 mod switch {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::cell::Cell;
 
-    static ON: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
-
-    /// Whether `bug` is switched on.
-    pub fn enabled(bug: super::Bug) -> bool {
-        ON[bug as usize].load(Ordering::Relaxed)
+    thread_local! {
+        /// Per thread: madsim runs a whole simulated cluster on the thread that calls
+        /// `block_on` (disk I/O included), so a switch set there reaches every hook of
+        /// that run and no other, and several seeds, with different bugs, can run side
+        /// by side in one process.
+        static ON: [Cell<bool>; 4] = const { [const { Cell::new(false) }; 4] };
     }
 
-    /// Switches `bug` on or off (process-wide; the simulation runs one seed at a time
-    /// per process when it plants bugs).
+    /// Whether `bug` is switched on (in this thread).
+    pub fn enabled(bug: super::Bug) -> bool {
+        ON.with(|on| on[bug as usize].get())
+    }
+
+    /// Switches `bug` on or off in this thread: the simulated cluster that this thread
+    /// runs next has it.
     pub fn set(bug: super::Bug, on: bool) {
-        ON[bug as usize].store(on, Ordering::Relaxed);
+        ON.with(|o| o[bug as usize].set(on));
     }
 }
 
