@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use madsim::runtime::{Handle, NodeHandle as SimHandle};
 use runnel_log::SimDisk;
@@ -59,6 +60,8 @@ pub struct Cluster {
     /// The meta voters booted with the cluster (joined nodes are not voters): a fault
     /// may take down fewer than half of them.
     pub voters: usize,
+    /// The minimum retention the cluster booted with (joining nodes are given it too).
+    pub min_retention: Option<Duration>,
     /// A node that failed to (re)start: always a bug (the durable state it left must
     /// be enough to come back).
     pub start_failures: Arc<Mutex<Vec<String>>>,
@@ -87,7 +90,7 @@ pub fn options() -> NodeOptions {
     }
 }
 
-fn config(id: u64, bootstrap: Bootstrap) -> Config {
+fn config(id: u64, bootstrap: Bootstrap, min_retention: Option<Duration>) -> Config {
     Config {
         node_id: NodeId(id),
         listen: node_addr(id).parse().expect("a valid address"),
@@ -98,18 +101,20 @@ fn config(id: u64, bootstrap: Bootstrap) -> Config {
         labels: BTreeMap::new(),
         log_format: LogFormat::Text,
         default_replication: 3,
-        min_retention_ms: None,
+        min_retention_ms: min_retention.map(|r| r.as_millis() as u64),
     }
 }
 
 impl Cluster {
-    /// Boots `n` nodes, all meta voters, each on its own machine.
-    pub fn boot(n: u64) -> Cluster {
+    /// Boots `n` nodes, all meta voters, each on its own machine; with
+    /// `min_retention`, the cluster's minimum retention (`runneld --min-retention`),
+    /// which also sets how often the retention loop runs (a quarter of it).
+    pub fn boot(n: u64, min_retention: Option<Duration>) -> Cluster {
         let voters: BTreeMap<NodeId, String> = (1..=n).map(|i| (NodeId(i), node_addr(i))).collect();
         let start_failures = Arc::new(Mutex::new(Vec::new()));
         let nodes = (1..=n)
             .map(|id| {
-                let cfg = config(id, Bootstrap::Initial(voters.clone()));
+                let cfg = config(id, Bootstrap::Initial(voters.clone()), min_retention);
                 (id, build(cfg, &start_failures))
             })
             .collect();
@@ -118,6 +123,7 @@ impl Cluster {
             drained: BTreeSet::new(),
             paused: BTreeSet::new(),
             voters: n as usize,
+            min_retention,
             start_failures,
         }
     }
@@ -127,7 +133,7 @@ impl Cluster {
     /// would. Returns its id.
     pub fn join(&mut self, via: u64) -> u64 {
         let id = self.nodes.keys().max().map_or(1, |m| m + 1);
-        let cfg = config(id, Bootstrap::Join(node_addr(via)));
+        let cfg = config(id, Bootstrap::Join(node_addr(via)), self.min_retention);
         let node = build(cfg, &self.start_failures);
         self.nodes.insert(id, node);
         id

@@ -5,7 +5,7 @@
 //! Bounds: at most a minority of the nodes is down or cut off at once, so that the
 //! cluster can make progress once healed; kills in sequence still reach every node.
 
-use std::sync::Mutex;
+use std::cell::RefCell;
 use std::time::Duration;
 
 use madsim::net::NetSim;
@@ -88,12 +88,20 @@ pub const NEW: [Fault; 5] = [
 /// Nodes a seed may add at most (the IP plan and the run's length stay small).
 const ADDED_MAX: usize = 2;
 
-/// A fault kind forced on by a planted-bug test (or `None`: the seed decides).
-pub static FORCED: Mutex<Option<Vec<Fault>>> = Mutex::new(None);
+thread_local! {
+    /// The fault kinds forced by a planted-bug test for the seeds this thread runs (or
+    /// `None`: each seed draws its mix). Per thread, as madsim runs a seed on one.
+    static FORCED: RefCell<Option<Vec<Fault>>> = const { RefCell::new(None) };
+}
+
+/// Forces the mix of the seeds this thread runs next (`None`: back to drawing it).
+pub fn force_mix(faults: Option<Vec<Fault>>) {
+    FORCED.with(|f| *f.borrow_mut() = faults);
+}
 
 /// This seed's mix: each kind on with probability one half, at least one.
 pub fn random_mix() -> Vec<Fault> {
-    if let Some(forced) = FORCED.lock().ok().and_then(|f| f.clone()) {
+    if let Some(forced) = FORCED.with(|f| f.borrow().clone()) {
         return forced;
     }
     if let Ok(names) = std::env::var("RUNNEL_SIM_FAULTS") {

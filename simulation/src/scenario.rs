@@ -11,21 +11,31 @@ use madsim::runtime::Handle;
 use runnel_client::{
     Client, ConsumerConfig, CreateStream, NodeStatus, Record, SeqNo, StartPosition,
 };
-use runnel_types::ShardId;
+use runnel_types::{GroupId, ShardId};
 
 use crate::checkers::{self, Final};
 use crate::cluster::{Cluster, client_ip};
 use crate::nemesis::{AdminSeat, Nemesis, random_mix};
-use crate::oracle::{Acked, Oracle, SharedOracle, lock};
+use crate::oracle::{Acked, Oracle, SharedOracle, lock, now_ms};
 use crate::workload::{STREAM, Shape, Workload, client};
 
 /// How long (simulated) writes may take to succeed again once faults stop.
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
 /// How long consumers may take to catch up, and placement to settle, after healing.
 pub const SETTLE_BOUND: Duration = Duration::from_secs(60);
-/// Stream retention: the cluster's minimum. Runs are shorter, so only the harness's
-/// trims (the Trim fault) remove records.
+/// Stream retention of most seeds: the default minimum. Runs are shorter, so only the
+/// harness's trims (the Trim fault) remove records.
 pub const RETENTION: Duration = Duration::from_secs(3600);
+/// The short retentions some seeds draw instead ([`SHORT_RETENTION_P`] of them): the
+/// cluster boots with that minimum (`--min-retention`), so its retention loop runs every
+/// quarter of it and trims during the run, under the faults.
+pub const SHORT_RETENTIONS: [Duration; 4] = [
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(20),
+    Duration::from_secs(40),
+];
+pub const SHORT_RETENTION_P: f64 = 0.4;
 
 /// The outcome of one seed.
 #[derive(Debug)]
@@ -47,6 +57,7 @@ struct Params {
     shards: u32,
     safety: Duration,
     shape: Shape,
+    retention: Duration,
 }
 
 impl Params {
@@ -57,18 +68,37 @@ impl Params {
             shards: rng.gen_range(2..=4),
             safety: Duration::from_secs(rng.gen_range(20..=45)),
             shape: Shape::random(),
+            retention: if rng.gen_bool(SHORT_RETENTION_P) {
+                SHORT_RETENTIONS[rng.gen_range(0..SHORT_RETENTIONS.len())]
+            } else {
+                RETENTION
+            },
         }
+    }
+
+    /// The retention when it expires records within the run.
+    fn short_retention(&self) -> Option<Duration> {
+        (self.retention < RETENTION).then_some(self.retention)
     }
 }
 
 /// Runs the scenario of the current madsim seed.
 pub async fn run() -> Outcome {
+    let watchdog = madsim::task::spawn(crate::runner::watchdog());
+    let out = run_checked().await;
+    watchdog.abort();
+    out
+}
+
+async fn run_checked() -> Outcome {
     let seed = Handle::current().seed();
     let started = madsim::time::Instant::now();
     let params = Params::random();
     let mix = random_mix();
     let oracle = SharedOracle::default();
-    let mut cluster = Cluster::boot(params.nodes);
+    let short = params.short_retention();
+    lock(&oracle).retention_ms = short.map(|r| r.as_millis() as u64);
+    let mut cluster = Cluster::boot(params.nodes, short);
     let endpoints = cluster.endpoints();
     let admin = Handle::current()
         .create_node()
@@ -76,7 +106,8 @@ pub async fn run() -> Outcome {
         .ip(client_ip(1))
         .build();
 
-    let shards = match on(&admin, create_stream(client(&endpoints), params.shards)).await {
+    let create = create_stream(client(&endpoints), params.shards, params.retention);
+    let shards = match on(&admin, create).await {
         Ok(s) => s,
         Err(e) => return outcome(seed, started, vec![("setup", vec![e])], &[], &params, &mix),
     };
@@ -107,7 +138,10 @@ pub async fn run() -> Outcome {
     fin.placement = on(&admin, settle_placement(client(&endpoints), expected)).await;
     for shard in &shards {
         let name = shard.kinesis_name();
-        match on(&admin, full_read(client(&endpoints), name.clone())).await {
+        let began = now_ms();
+        let read = on(&admin, full_read(client(&endpoints), name.clone())).await;
+        fin.read_window_ms.insert(name.clone(), (began, now_ms()));
+        match read {
             Ok(records) => {
                 fin.reads.insert(name, records);
             }
@@ -115,6 +149,10 @@ pub async fn run() -> Outcome {
         }
     }
     fin.first_index = first_indexes(&cluster, &shards);
+    let groups: Vec<GroupId> = std::iter::once(GroupId::META)
+        .chain(shards.iter().map(|s| GroupId::from(*s)))
+        .collect();
+    fin.convergence = checkers::convergence::measure(&cluster, &groups).await;
     fin.liveness.extend(
         cluster
             .start_failures
@@ -137,11 +175,15 @@ async fn on<T: Send + 'static>(
     m.spawn(f).await.expect("a client task does not panic")
 }
 
-async fn create_stream(c: Client, shards: u32) -> Result<Vec<ShardId>, String> {
+async fn create_stream(
+    c: Client,
+    shards: u32,
+    retention: Duration,
+) -> Result<Vec<ShardId>, String> {
     let admin = c.admin();
     let mut options = CreateStream::with_shards(shards);
     options.replication_factor = Some(3);
-    options.retention = Some(RETENTION);
+    options.retention = Some(retention);
     let start = madsim::time::Instant::now();
     loop {
         match admin.create_stream(STREAM, options.clone()).await {
@@ -176,7 +218,7 @@ async fn probe_writes(c: Client, oracle: SharedOracle) -> Vec<String> {
     let start = madsim::time::Instant::now();
     for i in 0..16 {
         let data = Bytes::from(format!("probe.{i}|"));
-        lock(&oracle).sent.insert(data.clone());
+        lock(&oracle).send(&data);
         loop {
             match producer
                 .send(Record::new(format!("probe-key-{i}"), data.clone()))
@@ -187,6 +229,7 @@ async fn probe_writes(c: Client, oracle: SharedOracle) -> Vec<String> {
                         shard: put.shard_id,
                         seq: put.sequence_number,
                         data,
+                        acked_ms: now_ms(),
                     });
                     break;
                 }
@@ -219,7 +262,11 @@ async fn catch_up(oracle: &SharedOracle, shape: &Shape) -> Vec<String> {
 }
 
 fn missing_reads(o: &Oracle, shape: &Shape) -> Vec<String> {
-    let live = o.acked.iter().filter(|a| !o.maybe_trimmed(&a.shard, a.seq));
+    let now = now_ms();
+    let live = o
+        .acked
+        .iter()
+        .filter(|a| !o.maybe_trimmed(&a.shard, a.seq) && !o.may_have_expired(&a.data, now));
     let (mut consumers, mut group) = (0, 0);
     for a in live {
         if shape.consumers > 0 && !o.observed.contains_key(&(a.shard.clone(), a.seq)) {
@@ -382,14 +429,33 @@ fn first_indexes(
 
 fn figures(o: &Oracle, fin: &Final) -> String {
     let read: usize = fin.reads.values().map(Vec::len).sum();
-    format!(
+    let mut text = format!(
         "sent {}, acked {}, failed sends {}, read in the run {}, read at the end {}",
         o.sent.len(),
         o.acked.len(),
         o.failed_sends,
         o.observed.len(),
         read
-    )
+    );
+    if let Some(r) = o.retention_ms {
+        let expired = o
+            .acked
+            .iter()
+            .filter(|a| o.may_have_expired(&a.data, checkers::read_end_ms(fin, &a.shard)))
+            .count();
+        let trimmed = fin
+            .first_index
+            .values()
+            .filter(|f| f.is_some_and(|i| i.0 > 1))
+            .count();
+        text.push_str(&format!(
+            "; retention {} s: {expired} acked records may have expired by the full read, \
+             {trimmed} of {} replicas trimmed",
+            r / 1000,
+            fin.first_index.len()
+        ));
+    }
+    text
 }
 
 fn outcome(
@@ -403,8 +469,11 @@ fn outcome(
     let simulated = started.elapsed();
     let failed = !violations.is_empty();
     let violated = violations.iter().map(|(c, _)| *c).collect();
+    let retention = params
+        .short_retention()
+        .map_or(String::new(), |r| format!(", retention {r:?}"));
     let mut text = format!(
-        "{} nodes, {} shards, {:?} of faults from {mix:?}: {} injected; {:.0} s simulated",
+        "{} nodes, {} shards{retention}, {:?} of faults from {mix:?}: {} injected; {:.0} s simulated",
         params.nodes,
         params.shards,
         params.safety,

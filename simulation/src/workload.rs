@@ -17,7 +17,7 @@ use runnel_client::{
 };
 
 use crate::cluster::client_ip;
-use crate::oracle::{Acked, SharedOracle, lock};
+use crate::oracle::{Acked, SharedOracle, lock, now_ms};
 
 pub const STREAM: &str = "chaos";
 
@@ -183,12 +183,13 @@ impl Lane {
         let mut n = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
             let (key, data) = self.next_record(n);
-            lock(&self.oracle).sent.insert(data.clone());
+            lock(&self.oracle).send(&data);
             match producer.send(Record::new(key, data.clone())).await {
                 Ok(put) => lock(&self.oracle).acked.push(Acked {
                     shard: put.shard_id,
                     seq: put.sequence_number,
                     data,
+                    acked_ms: now_ms(),
                 }),
                 Err(_) => lock(&self.oracle).failed_sends += 1,
             }

@@ -1,115 +1,186 @@
 //! Proof of power: each planted bug (see `runnel_types::planted`) switched on in
 //! turn, seeds run until one fails; a failure counts only if the same seed passes with
-//! the bug switched off (else something else failed, and the catch proves nothing). The
-//! test fails if a bug survives its bound of seeds. Only with the `planted-bugs`
-//! feature:
+//! the bug switched off (else something else failed, and the catch proves nothing), and
+//! only if a checker meant for that bug is among those that fired. The test fails if a
+//! bug survives its bound of seeds. Only with the `planted-bugs` feature:
 //!
 //! ```sh
-//! RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim \
+//! MADSIM_TEST_JOBS=2 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim \
 //!   cargo test -p runnel-simulation --features planted-bugs --test planted -- --nocapture
 //! ```
 //!
-//! `RUNNEL_PLANTED=AckBeforeSync` (or another bug's name) hunts one bug only. Each bug
-//! runs with the fault kinds that can expose it (a seed's swarm mix would include them
-//! about one time in 2^k); the seeds it took are recorded in SIMULATION.md.
+//! `RUNNEL_PLANTED=AckBeforeSync` (or another bug's name) hunts one bug only;
+//! `MADSIM_TEST_JOBS=J` hunts J bugs at a time (the switches are per thread).
+//! `MADSIM_TEST_SEED=N` starts the hunts at seed N. Each bug runs with the fault kinds
+//! that can expose it (a seed's swarm mix would include them about one time in 2^k);
+//! the seeds it took are recorded in SIMULATION.md.
 #![cfg(all(madsim, feature = "planted-bugs"))]
 
-use runnel_simulation::nemesis::{FORCED, Fault};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use runnel_simulation::nemesis::{Fault, force_mix};
 use runnel_simulation::runner;
 use runnel_simulation::scenario::Outcome;
 use runnel_types::planted::{self, Bug};
 
-/// Seeds a bug may survive before the test fails. The slowest catch measured took 3
-/// seeds (SIMULATION.md, "Planted bugs"); the margin absorbs changes to the scenario
-/// that move the seeds' random streams, and the bound keeps the test able to fail.
+/// Seeds a bug may survive before the test fails. The hunts are deterministic (the
+/// same seeds catch each bug on every run; SIMULATION.md, "Planted bugs"); the margin
+/// absorbs changes to the scenario that move the seeds' random streams, and the bound
+/// keeps the test able to fail.
 const SEEDS_MAX: u64 = 5;
 
-fn with_bug<T>(bug: Bug, on: bool, faults: &[Fault], f: impl FnOnce() -> T) -> T {
-    planted::set(bug, on);
-    *FORCED.lock().expect("not poisoned") = Some(faults.to_vec());
-    let out = f();
-    *FORCED.lock().expect("not poisoned") = None;
-    planted::set(bug, false);
-    out
+/// One hunt: the bug, the fault kinds forced on, and the checkers meant to catch it.
+struct Hunt {
+    bug: Bug,
+    faults: &'static [Fault],
+    checkers: &'static [&'static str],
 }
 
-/// Prints one seed's outcome; with `bug`, the command that replays it with that bug.
-fn report(bug: Option<Bug>, what: &str, o: &Outcome, wall: f64) {
-    println!(
-        "{what} seed {}: {} ({wall:.0} s wall, {:.0} s simulated, {} faults)\n  {}",
+fn hunts() -> Vec<Hunt> {
+    use Fault::*;
+    vec![
+        Hunt {
+            bug: Bug::AckBeforeSync,
+            faults: &[Kill, KillMinority, KillShardLeader],
+            checkers: &["durability", "no_phantoms", "convergence"],
+        },
+        Hunt {
+            bug: Bug::ReadPastCommit,
+            faults: &[IsolateOne, SplitMinority, KillShardLeader],
+            checkers: &["no_phantoms", "order"],
+        },
+        Hunt {
+            bug: Bug::SkipTruncate,
+            faults: &[IsolateShardLeader, SplitMinority, KillShardLeader, Kill],
+            checkers: &["convergence"],
+        },
+        Hunt {
+            bug: Bug::LoseTrimPoint,
+            faults: &[Trim, Kill],
+            checkers: &["trim_point"],
+        },
+    ]
+}
+
+/// Runs `seed` in this thread with `bug` on or off and the hunt's faults forced.
+fn run(hunt: &Hunt, on: bool, seed: u64) -> (Outcome, f64) {
+    planted::set(hunt.bug, on);
+    force_mix(Some(hunt.faults.to_vec()));
+    let started = Instant::now();
+    let o = runner::run_seed(seed);
+    force_mix(None);
+    planted::set(hunt.bug, false);
+    (o, started.elapsed().as_secs_f64())
+}
+
+/// One seed's outcome, with (bug on) the command that replays it with that bug.
+fn report(hunt: &Hunt, on: bool, o: &Outcome, wall: f64) -> String {
+    let mut text = format!(
+        "{:?}{} seed {}: {} ({wall:.0} s wall, {:.0} s simulated, {} faults)\n  {}",
+        hunt.bug,
+        if on { "" } else { " baseline (bug off)" },
         o.seed,
         if o.failed { "FAILED" } else { "ok" },
         o.simulated.as_secs_f64(),
         o.faults,
         o.text,
     );
-    if let Some(bug) = bug {
-        println!(
-            "  replay: RUNNEL_PLANTED={bug:?} MADSIM_TEST_SEED={} RUSTFLAGS=\"--cfg madsim\" \
+    if on {
+        text.push_str(&format!(
+            "\n  replay: RUNNEL_PLANTED={:?} MADSIM_TEST_SEED={} RUSTFLAGS=\"--cfg madsim\" \
              CARGO_TARGET_DIR=target/madsim cargo test -p runnel-simulation \
              --features planted-bugs --test planted -- --nocapture",
-            o.seed
-        );
+            hunt.bug, o.seed
+        ));
     }
+    text
 }
 
-/// Runs seeds 1.. with `bug` on until one fails whose run with the bug off passes:
-/// the catching seed. A seed that fails either way proves nothing and is skipped.
-fn hunt(bug: Bug, faults: &[Fault]) -> Result<u64, String> {
-    // `MADSIM_TEST_SEED` (and `MADSIM_TEST_NUM`) replay or move the hunt.
-    for seed in runner::seeds(1..SEEDS_MAX + 1) {
-        let started = std::time::Instant::now();
-        let o = with_bug(bug, true, faults, || runner::run_seed(seed));
-        let wall = started.elapsed().as_secs_f64();
-        report(Some(bug), &format!("{bug:?}"), &o, wall);
+/// Runs seeds with the bug on until one fails through one of the hunt's checkers and
+/// passes with the bug off: the catching seed. Prints as it goes.
+fn hunt(h: &Hunt, first: u64) -> Result<String, String> {
+    let started = Instant::now();
+    for seed in first..first + SEEDS_MAX {
+        let (o, wall) = run(h, true, seed);
+        println!("{}", report(h, true, &o, wall));
+        let meant = o.violated.iter().any(|v| h.checkers.contains(v));
         if !o.failed {
             continue;
         }
-        let started = std::time::Instant::now();
-        let baseline = with_bug(bug, false, faults, || runner::run_seed(seed));
-        let wall = started.elapsed().as_secs_f64();
-        report(
-            None,
-            &format!("{bug:?} baseline (bug off)"),
-            &baseline,
-            wall,
-        );
-        if baseline.failed {
-            println!("=== {bug:?}: seed {seed} fails without the bug too; not counted");
+        if !meant {
+            println!(
+                "=== {:?}: seed {seed} failed through {:?}, none of {:?}; not counted",
+                h.bug, o.violated, h.checkers
+            );
             continue;
         }
-        println!("=== {bug:?} caught by seed {seed} through {:?}", o.violated);
-        return Ok(seed);
+        let (baseline, wall) = run(h, false, seed);
+        println!("{}", report(h, false, &baseline, wall));
+        if baseline.failed {
+            println!(
+                "=== {:?}: seed {seed} fails without the bug too; not counted",
+                h.bug
+            );
+            continue;
+        }
+        return Ok(format!(
+            "{:?} caught by seed {seed} ({} seeds) through {:?} in {:.0} s wall",
+            h.bug,
+            seed - first + 1,
+            o.violated,
+            started.elapsed().as_secs_f64()
+        ));
     }
-    Err(format!("{bug:?} not caught within {SEEDS_MAX} seeds"))
+    Err(format!(
+        "{:?} not caught within {SEEDS_MAX} seeds from {first}",
+        h.bug
+    ))
 }
 
 #[test]
 fn planted_bugs_are_caught() {
-    use Fault::*;
     runner::init_logs();
     let only = std::env::var("RUNNEL_PLANTED").ok();
-    let hunts: [(Bug, &[Fault]); 4] = [
-        (Bug::AckBeforeSync, &[Kill, KillMinority, KillShardLeader]),
-        (
-            Bug::ReadPastCommit,
-            &[IsolateOne, SplitMinority, KillShardLeader],
-        ),
-        (
-            Bug::SkipTruncate,
-            &[IsolateShardLeader, SplitMinority, KillShardLeader, Kill],
-        ),
-        (Bug::LoseTrimPoint, &[Trim, Kill]),
-    ];
-    let mut problems = Vec::new();
-    for (bug, faults) in hunts {
-        if only.as_deref().is_some_and(|o| o != format!("{bug:?}")) {
-            continue;
+    let first = runner::seeds(1..2).start;
+    let jobs = std::env::var("MADSIM_TEST_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(1usize)
+        .max(1);
+    let mut queue: Vec<Hunt> = hunts()
+        .into_iter()
+        .filter(|h| only.as_deref().is_none_or(|o| o == format!("{:?}", h.bug)))
+        .collect();
+    queue.reverse();
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let mut running = 0;
+    let mut results = Vec::new();
+    loop {
+        while running < jobs
+            && let Some(h) = queue.pop()
+        {
+            println!("=== hunting {:?} with {:?}", h.bug, h.faults);
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(hunt(&h, first));
+            });
+            running += 1;
         }
-        println!("=== hunting {bug:?} with {faults:?}");
-        if let Err(e) = hunt(bug, faults) {
-            problems.push(e);
+        if running == 0 {
+            break;
         }
+        let Ok(r) = rx.recv() else { break };
+        running -= 1;
+        println!("=== {}", r.as_ref().unwrap_or_else(|e| e));
+        results.push(r);
     }
+    println!(
+        "=== {} hunts in {:.0} s wall",
+        results.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let problems: Vec<String> = results.into_iter().filter_map(Result::err).collect();
     assert!(problems.is_empty(), "{problems:?}");
 }
