@@ -110,7 +110,12 @@ impl<T> Accumulator<T> {
 
     /// Queues `item` for `shard` at the back.
     pub fn push(&mut self, shard: &str, item: T, bytes: usize, now: Duration) {
-        let q = self.queues.entry(shard.to_string()).or_default();
+        // Look up before inserting: `entry` would allocate the key for every record.
+        let q = if self.queues.contains_key(shard) {
+            self.queues.get_mut(shard).expect("checked just above")
+        } else {
+            self.queues.entry(shard.to_string()).or_default()
+        };
         q.bytes += bytes;
         q.entries.push_back(Entry {
             item,

@@ -206,15 +206,13 @@ impl Worker {
 
     /// Queues a record for its shard, or holds it until a map can route it.
     fn route(&mut self, p: Pending) {
-        let shard = self
-            .map
-            .as_ref()
-            .and_then(|m| m.route_key(p.hash_key))
-            .map(|s| s.shard_id.clone());
+        let now = self.now();
+        // Borrows the map's shard id (no allocation per record).
+        let shard = self.map.as_ref().and_then(|m| m.route_key(p.hash_key));
         match shard {
-            Some(shard) => {
-                let (size, now) = (p.size(), self.now());
-                self.acc.push(&shard, p, size, now);
+            Some(s) => {
+                let size = p.size();
+                self.acc.push(&s.shard_id, p, size, now);
             }
             None => {
                 self.unrouted.push_back(p);

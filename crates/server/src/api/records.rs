@@ -173,9 +173,9 @@ async fn put_record(
 ) -> Result<PutRecordResponse, ServerError> {
     let stream = validate::stream_name("stream_name", &req.stream_name)?;
     let record = validate::record(
-        "",
-        &req.partition_key,
-        &req.data,
+        None,
+        req.partition_key,
+        req.data,
         req.explicit_hash_key.as_deref(),
     )?;
     super::check_stream(ctx, &stream, true).await?;
@@ -225,12 +225,11 @@ async fn put_records(
     record_shard(stream.as_str(), None);
     let mut results = vec![PutRecordsResultEntry::default(); req.records.len()];
     let mut valid = Vec::with_capacity(req.records.len());
-    for (i, e) in req.records.iter().enumerate() {
-        let prefix = format!("records[{i}].");
+    for (i, e) in req.records.into_iter().enumerate() {
         match validate::record(
-            &prefix,
-            &e.partition_key,
-            &e.data,
+            Some(i),
+            e.partition_key,
+            e.data,
             e.explicit_hash_key.as_deref(),
         ) {
             Ok(r) => valid.push((i, r)),

@@ -97,48 +97,54 @@ pub fn explicit_hash_key(field: &str, text: Option<&str>) -> Result<Option<HashK
     })
 }
 
-/// One record of `PutRecord` (`prefix` "") or `PutRecords` (`prefix` "records[3].").
+/// One record of `PutRecord` (`entry` None) or of `PutRecords` (`entry` its position,
+/// named `records[3].` in errors). Takes the request's key and data, so that a valid
+/// record costs no allocation here: field names are formatted only for an error.
 pub fn record(
-    prefix: &str,
-    partition_key: &str,
-    data: &Bytes,
+    entry: Option<usize>,
+    partition_key: String,
+    data: Bytes,
     explicit_hash_key_text: Option<&str>,
 ) -> Result<Record, ServerError> {
+    let field = |f: &str| match entry {
+        Some(i) => format!("records[{i}].{f}"),
+        None => f.to_string(),
+    };
     let pk = partition_key.len();
     if pk == 0 {
         return Err(ServerError::invalid_limit(
-            format!("{prefix}partition_key"),
+            field("partition_key"),
             "is empty",
             format!("1 to {PARTITION_KEY_BYTES_MAX} bytes"),
         ));
     }
     if pk > PARTITION_KEY_BYTES_MAX {
         return Err(ServerError::invalid_limit(
-            format!("{prefix}partition_key"),
+            field("partition_key"),
             format!("is {pk} bytes"),
             format!("{PARTITION_KEY_BYTES_MAX} bytes"),
         ));
     }
     if data.len() > RECORD_DATA_BYTES_MAX {
         return Err(ServerError::invalid_limit(
-            format!("{prefix}data"),
+            field("data"),
             format!("is {} bytes", data.len()),
             format!("{RECORD_DATA_BYTES_MAX} bytes"),
         ));
     }
-    let explicit = explicit_hash_key(
-        &format!("{prefix}explicit_hash_key"),
-        explicit_hash_key_text,
-    )?;
+    let explicit = match explicit_hash_key_text {
+        None => None,
+        Some(text) => explicit_hash_key(&field("explicit_hash_key"), Some(text))?,
+    };
     let record = Record {
-        partition_key: partition_key.to_string(),
+        partition_key,
         explicit_hash_key: explicit,
-        data: data.clone(),
+        data,
     };
     // The shared check, so that the edge and the storage agree on what a record is.
     record
         .validate()
-        .map_err(|e| ServerError::invalid(format!("{prefix}record"), e.to_string()))?;
+        .map_err(|e| ServerError::invalid(field("record"), e.to_string()))?;
     Ok(record)
 }
 
@@ -401,22 +407,23 @@ mod tests {
     #[test]
     fn records_name_the_field_and_limit() {
         let data = Bytes::from_static(b"x");
-        let r = record("records[3].", "pk", &data, Some("42")).unwrap();
+        let r = record(Some(3), "pk".into(), data.clone(), Some("42")).unwrap();
         assert_eq!(r.explicit_hash_key, Some(HashKey(42)));
-        let (field, limit) = field_of(record("records[3].", "", &data, None).unwrap_err());
+        let (field, limit) =
+            field_of(record(Some(3), String::new(), data.clone(), None).unwrap_err());
         assert_eq!(field, "records[3].partition_key");
         assert!(limit.unwrap().contains("256"));
         let long = "k".repeat(257);
-        let (field, _) = field_of(record("records[3].", &long, &data, None).unwrap_err());
+        let (field, _) = field_of(record(Some(3), long, data.clone(), None).unwrap_err());
         assert_eq!(field, "records[3].partition_key");
         let big = Bytes::from(vec![0u8; RECORD_DATA_BYTES_MAX + 1]);
-        let (field, limit) = field_of(record("", "pk", &big, None).unwrap_err());
+        let (field, limit) = field_of(record(None, "pk".into(), big, None).unwrap_err());
         assert_eq!(
             (field.as_str(), limit.unwrap()),
             ("data", format!("{RECORD_DATA_BYTES_MAX} bytes"))
         );
         let max = (u128::MAX).to_string();
-        assert!(record("", "pk", &data, Some(&max)).is_ok());
+        assert!(record(None, "pk".into(), data.clone(), Some(&max)).is_ok());
         for bad in [
             "",
             "-1",
@@ -424,7 +431,8 @@ mod tests {
             "340282366920938463463374607431768211456",
             "1 ",
         ] {
-            let (field, _) = field_of(record("records[0].", "pk", &data, Some(bad)).unwrap_err());
+            let (field, _) =
+                field_of(record(Some(0), "pk".into(), data.clone(), Some(bad)).unwrap_err());
             assert_eq!(field, "records[0].explicit_hash_key", "{bad:?}");
         }
     }
