@@ -9,7 +9,8 @@
 //! 1. liveness: mark nodes down that missed heartbeats;
 //! 2. moves in progress: promote caught-up learners, remove replaced replicas (once
 //!    they no longer lead), cancel moves whose learner went away;
-//! 3. new shards: initial replica sets (zone spread first, then least loaded);
+//! 3. new shards: initial replica sets (zone spread first, then least loaded), at
+//!    most `new_shards_in_flight_max` placed and not yet led at once;
 //! 4. new moves, at most `moves_in_flight_max` in flight in all: repair (replicas on
 //!    nodes down past the grace period, removed, or missing), then drain, then zone
 //!    spread, then replica balance (only while every replica is live);
@@ -45,6 +46,12 @@ pub struct PlannerConfig {
     pub moves_in_flight_max: usize,
     /// Leader transfers (for balance) per plan.
     pub leader_transfers_max: usize,
+    /// New shards placed but not yet reported led, cluster-wide. Every new shard is a
+    /// Raft group created on each replica and elected at once; thousands starting
+    /// together starved the nodes' runtimes (heartbeats and probes missed their
+    /// deadlines, elections cascaded, and the meta group itself lost its leader), so
+    /// creation goes in waves: a shard leaves the wave when its leader is reported.
+    pub new_shards_in_flight_max: usize,
 }
 
 impl Default for PlannerConfig {
@@ -54,6 +61,7 @@ impl Default for PlannerConfig {
             down_grace_ms: 5 * 60 * 1000,
             moves_in_flight_max: 8,
             leader_transfers_max: 64,
+            new_shards_in_flight_max: 256,
         }
     }
 }
@@ -172,10 +180,27 @@ impl Planner<'_> {
             >= majority(remaining.len())
     }
 
+    /// Placed shards still starting: no leader reported yet, every replica on a live
+    /// node (a shard waiting on a down node is not starting, and must not hold up the
+    /// creation of others).
+    fn shards_starting(&self) -> usize {
+        self.work
+            .placed_shards()
+            .filter(|(s, _)| {
+                !s.replicas.is_empty() && s.leader.is_none() && all_live(&self.work, s)
+            })
+            .count()
+    }
+
     fn place_new_shards(&mut self) {
+        let budget = self
+            .config
+            .new_shards_in_flight_max
+            .saturating_sub(self.shards_starting());
         let mut loads = Loads::of(&self.work, Measure::Replicas);
         let mut leader_loads = Loads::of(&self.work, Measure::Leaders);
-        for id in self.shard_ids(|s| s.replicas.is_empty()) {
+        let new = self.shard_ids(|s| s.replicas.is_empty());
+        for id in new.into_iter().take(budget) {
             let shard = &self.work.shards[&id];
             let rf = self
                 .work

@@ -48,6 +48,7 @@ impl World {
             down_grace_ms: 6 * TICK_MS,
             moves_in_flight_max,
             leader_transfers_max: 8,
+            new_shards_in_flight_max: 16,
         };
         let mut w = World {
             state,
