@@ -9,7 +9,10 @@
 //!   until it succeeds; the meta leader registers the node and adds it as a meta
 //!   learner.
 //! - [`run_membership`]: registers this node (address, labels) and heartbeats every
-//!   `heartbeat_interval_ms` with its load and the shards it leads.
+//!   `heartbeat_interval_ms` with its load and the shards it leads, and sooner (at
+//!   most every [`LEADER_REPORT_MIN_INTERVAL_MS`]) when the shards it leads change: a
+//!   new stream is ACTIVE only once every shard's leader is reported, so a report
+//!   that waited for the next period added up to a period to every creation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +33,9 @@ use crate::error::ServerError;
 
 /// Backoff between join attempts: doubles from the first to the last.
 pub const JOIN_BACKOFF_MS: (u64, u64) = (200, 5_000);
+/// Least time between two heartbeats sent early because the shards this node leads
+/// changed (each heartbeat is a meta log entry).
+pub const LEADER_REPORT_MIN_INTERVAL_MS: u64 = 200;
 
 /// Hosts the meta group on this node (reopened, created, or created and initialized).
 pub async fn prepare_meta_group(
@@ -126,7 +132,8 @@ pub async fn join(
     }
 }
 
-/// Registers this node, then heartbeats, forever.
+/// Registers this node, then heartbeats, forever: every `heartbeat_interval_ms`, or
+/// sooner when the shards it leads changed since the last heartbeat sent.
 pub async fn run_membership(
     placement: Arc<Placement>,
     registry: Arc<Registry>,
@@ -137,39 +144,59 @@ pub async fn run_membership(
     let span = info_span!("membership", node_id = %me);
     async move {
         let period = Duration::from_millis(placement.config.heartbeat_interval_ms);
+        let check = period.min(Duration::from_millis(LEADER_REPORT_MIN_INTERVAL_MS));
         let mut registered = false;
+        // The leaders of the last heartbeat that applied, and when it was sent.
+        let mut reported: Option<Vec<LeaderReport>> = None;
+        let mut last_sent = tokio::time::Instant::now();
         loop {
             let cmd = if registered {
                 heartbeat(&registry, me)
             } else {
-                Command::RegisterNode {
-                    node: me,
-                    address: address.clone(),
-                    labels: node_labels(&labels),
-                    capacity_weight: 1,
-                    now_ms: now_ms(),
-                }
+                register_command(me, &address, &labels)
             };
+            let leaders = match &cmd {
+                Command::Heartbeat { leaders, .. } => Some(leaders.clone()),
+                _ => None,
+            };
+            let due = !registered || last_sent.elapsed() >= period || leaders != reported;
+            if !due {
+                tokio::time::sleep(check).await;
+                continue;
+            }
+            last_sent = tokio::time::Instant::now();
             match placement.propose(cmd).await {
                 Ok(_) if !registered => {
                     info!(address = %address, "registered");
                     registered = true;
                     continue;
                 }
-                Ok(_) => {}
+                Ok(_) => reported = leaders,
                 Err(e @ ServerError::NotFound { .. }) => {
                     warn!(error = %e, "heartbeat refused; registering again");
                     registered = false;
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, registered, "membership proposal failed; retrying")
+                    tracing::debug!(error = %e, registered, "membership proposal failed; retrying");
+                    tokio::time::sleep(period).await;
+                    continue;
                 }
             }
-            tokio::time::sleep(period).await;
+            tokio::time::sleep(check).await;
         }
     }
     .instrument(span)
     .await
+}
+
+fn register_command(me: NodeId, address: &str, labels: &BTreeMap<String, String>) -> Command {
+    Command::RegisterNode {
+        node: me,
+        address: address.to_string(),
+        labels: node_labels(labels),
+        capacity_weight: 1,
+        now_ms: now_ms(),
+    }
 }
 
 /// This node's heartbeat: load and the shards it leads (with their terms).
