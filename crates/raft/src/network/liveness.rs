@@ -17,6 +17,14 @@ use std::time::{Duration, Instant};
 
 use crate::network::client::Router;
 
+/// The shortest deadline of a probe. A probe bounded by one heartbeat interval
+/// (100 ms) failed whenever the node's runtime was CPU-starved for a moment, though
+/// the peer was fine; after an election timeout of such failures every quiesced
+/// follower of that peer woke and campaigned at once, which starved the runtime
+/// further (placement_scale: 1,000 new shards, then hundreds of elections and a meta
+/// group without a leader). A late answer is still an answer.
+pub(crate) const PROBE_TIMEOUT_MIN: Duration = Duration::from_millis(500);
+
 /// When each peer node last answered.
 pub(crate) struct Liveness {
     started: Instant,
@@ -31,8 +39,10 @@ impl Liveness {
         }
     }
 
-    /// Probes every known peer at once, each bounded by `within`.
+    /// Probes every known peer at once, each bounded by `within` (at least
+    /// [`PROBE_TIMEOUT_MIN`]).
     pub(crate) async fn probe_all(&self, router: &Router, within: Duration) {
+        let within = within.max(PROBE_TIMEOUT_MIN);
         let peers = router.peers();
         let probes = peers
             .iter()
