@@ -73,6 +73,13 @@ impl CommitWatch {
     }
 }
 
+/// A member's role in a group's membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Voter,
+    Learner,
+}
+
 /// A group hosted on this node.
 pub struct Group {
     pub(crate) id: GroupId,
@@ -256,13 +263,59 @@ impl Group {
     }
 
     /// Adds `node` as a learner and waits until it has caught up with the log.
+    ///
+    /// A node that is a learner already is removed first and added again. Its replica
+    /// may have been deleted and created afresh since it was added (a cancelled move,
+    /// then a new move to the same node): the leader's record of what the learner
+    /// holds would then be stale, and openraft would report it caught up at once. A
+    /// fresh add starts that record from nothing; entries the learner does hold are
+    /// found again by the usual probing, not sent twice.
     pub async fn add_learner(&self, node: NodeId, addr: &str) -> Result<(), Error> {
         self.wake();
+        if self.role_of(node) == Some(Role::Learner) {
+            self.remove_learner(node).await?;
+        }
         self.raft
             .add_learner(node.0, PeerNode::new(addr), true)
             .await
             .map_err(|e| write_error(self.id, &e))?;
         Ok(())
+    }
+
+    /// Drops `node` from the group's learners, leaving the voters as they are (a move
+    /// that was cancelled before its learner was promoted). Call on the leader. Done
+    /// already when `node` is not a member; refused when it is a voter, which leaves
+    /// through [`Group::change_voters`].
+    pub async fn remove_learner(&self, node: NodeId) -> Result<(), Error> {
+        match self.role_of(node) {
+            None => return Ok(()),
+            Some(Role::Voter) => {
+                return Err(Error::Raft {
+                    group: self.id,
+                    detail: format!("node {node} is a voter, not a learner: change the voters"),
+                });
+            }
+            Some(Role::Learner) => {}
+        }
+        self.wake();
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node.0])), false)
+            .await
+            .map_err(|e| write_error(self.id, &e))?;
+        Ok(())
+    }
+
+    /// What `node` is in the membership this replica knows (the latest appended).
+    fn role_of(&self, node: NodeId) -> Option<Role> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        if membership.voter_ids().any(|v| v == node.0) {
+            Some(Role::Voter)
+        } else if membership.learner_ids().any(|l| l == node.0) {
+            Some(Role::Learner)
+        } else {
+            None
+        }
     }
 
     /// Makes `voters` the voter set (learners among them are promoted; voters left out

@@ -4,8 +4,9 @@
 //! and one [`TransportService`] receives for all of them.
 //!
 //! Layout: `<data_dir>/groups/<group id, 20 digits>/` holds the group's segment log;
-//! node metadata holds its vote, commit point and state machine values, plus a
-//! `hosted` marker that says the group exists here.
+//! `<data_dir>/snapshots/` stages received snapshots (`snapshot.rs`); node metadata
+//! holds each group's vote, commit point and state machine values, plus a `hosted`
+//! marker that says the group exists here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use crate::network::client::{GroupNetwork, Router};
 use crate::network::server::TransportService;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::quiesce::{self, QuiesceConfig};
+use crate::snapshot::{self, StagingArea};
 use crate::state_machine::ShardStateMachine;
 use crate::types::Raft;
 
@@ -90,6 +92,8 @@ pub(crate) struct Hosted {
     groups: RwLock<BTreeMap<GroupId, Arc<Group>>>,
     /// The registry was shut down: background tasks end.
     stopped: AtomicBool,
+    /// Where received snapshots are staged.
+    pub(crate) staging: StagingArea,
 }
 
 impl Hosted {
@@ -153,6 +157,14 @@ impl Registry {
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 0,
             max_payload_entries: crate::network::APPEND_ENTRIES_MAX,
+            // A learner's log may legitimately go back to empty: a cancelled move's
+            // replica is deleted on its node, and may be created afresh there (a new
+            // move) before the leader has dropped the old learner. Without this the
+            // leader's record of the learner cannot move back (openraft asserts in
+            // debug builds). Voters never lose acknowledged entries (fsync before the
+            // ack); should a disk lose them anyway, re-sending beats a stuck leader,
+            // and openraft never withdraws a value a quorum accepted.
+            allow_log_reversion: Some(true),
             ..Default::default()
         }
         .validate()
@@ -161,10 +173,16 @@ impl Registry {
             detail: format!("invalid raft config: {e}"),
         })?;
         let router = Router::new(config.node_id, config.transport.clone());
+        let staging = StagingArea::new(
+            disk.clone(),
+            config.data_dir.join("snapshots"),
+            config.log.clone(),
+        );
         let hosted = Arc::new(Hosted {
             node_id: config.node_id,
             groups: RwLock::new(BTreeMap::new()),
             stopped: AtomicBool::new(false),
+            staging,
         });
         Ok(Registry {
             config,
@@ -184,6 +202,13 @@ impl Registry {
     /// The gRPC service to add to the node's internal server.
     pub fn service(&self) -> TransportService {
         TransportService::new(self.hosted.clone())
+    }
+
+    /// The snapshot staging directories present, by name (`<group>.<n>`): a received
+    /// snapshot's while it streams or installs, or one an interrupted install left for
+    /// its group's next open.
+    pub fn staged_snapshots(&self) -> Result<Vec<String>, Error> {
+        self.hosted.staging.list()
     }
 
     /// The shared router (one connection per peer node).
@@ -231,15 +256,17 @@ impl Registry {
     }
 
     async fn open_group(&self, group: GroupId) -> Result<Arc<Group>, Error> {
-        let (disk, dir, log_config, meta) = (
+        let (disk, dir, log_config, meta, staging) = (
             self.disk.clone(),
             self.group_dir(group),
             self.config.log.clone(),
             self.meta.clone(),
+            self.hosted.staging.clone(),
         );
         let storage = blocking(move || -> Result<GroupStorage, Error> {
             let log = SegmentLog::open(disk, dir, log_config)
                 .map_err(|source| Error::Log { group, source })?;
+            snapshot::finish_interrupted(group, &log, &meta, &staging)?;
             GroupStorage::open(group, Arc::new(log), meta)
         })
         .await
@@ -327,10 +354,12 @@ impl Registry {
         g.shutdown().await?;
         drop(g);
         let (meta, disk, dir) = (self.meta.clone(), self.disk.clone(), self.group_dir(group));
+        let staging = self.hosted.staging.clone();
         blocking(move || -> Result<(), Error> {
             // Metadata first: after a crash, metadata never names a group whose files
             // are gone.
             meta.remove_group(group)?;
+            staging.clean(group)?;
             let io = |source| Error::Io {
                 path: dir.display().to_string(),
                 source,

@@ -21,7 +21,7 @@ use crate::codec;
 use crate::detwatch::{DetReceiver, DetSender};
 use crate::error::Error;
 use crate::io::blocking;
-use crate::log_store::{GroupStorage, to_entry_id, to_log_index};
+use crate::log_store::{GroupStorage, to_log_index};
 use crate::snapshot::{self, ShardSnapshot};
 use crate::types::{RaftLogId, RaftSnapshotMeta, RaftStoredMembership, Reply, TypeConfig};
 
@@ -196,22 +196,23 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         self.clone()
     }
 
+    /// The log is replaced and the snapshot recorded in node metadata by
+    /// [`snapshot::install`] (restartable: see the `snapshot` module); then the
+    /// in-memory state follows.
     async fn install_snapshot(
         &mut self,
         meta: &RaftSnapshotMeta,
         snapshot: ShardSnapshot,
     ) -> Result<(), io::Error> {
-        if let Some(last) = meta.last_log_id {
-            let storage = self.storage.clone();
-            let last = to_entry_id(&last);
-            // The log's tail changes under the cache: forget it before and after.
-            storage.forget_tail();
-            let s = storage.clone();
-            blocking(move || snapshot::install(s.group, &s.log, &snapshot, last))
-                .await?
-                .map_err(Error::into_io)?;
-            storage.forget_tail();
-        }
+        let storage = self.storage.clone();
+        let snapshot_meta = meta.clone();
+        // The log's tail changes under the cache: forget it before and after.
+        storage.forget_tail();
+        let s = storage.clone();
+        blocking(move || snapshot::install(s.group, &s.log, &s.meta, &snapshot, &snapshot_meta))
+            .await?
+            .map_err(Error::into_io)?;
+        storage.forget_tail();
         let st = {
             let mut st = self.lock();
             st.last_applied = meta.last_log_id;
@@ -219,19 +220,6 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             st.snapshot = Some(meta.clone());
             st.clone()
         };
-        let bytes = codec::encode_snapshot_meta(meta);
-        let storage = self.storage.clone();
-        let this = self.clone();
-        let st2 = st.clone();
-        blocking(move || -> Result<(), Error> {
-            storage
-                .meta
-                .group_put(storage.group, GroupKey::Snapshot, &bytes)?;
-            this.persist_applied(&st2)?;
-            Ok(storage.meta.flush()?)
-        })
-        .await?
-        .map_err(Error::into_io)?;
         self.publish(&st);
         Ok(())
     }

@@ -39,20 +39,13 @@ impl RealCluster {
         })
     }
 
-    /// Many groups: 64 groups on 3 nodes are 192 openraft instances sharing two
-    /// cores, and in a debug build openraft re-validates its whole state on every
-    /// access (`validit`), so one heartbeat round costs tens of milliseconds of CPU.
-    /// With a 50 ms interval the runtime falls behind and every heartbeat misses its
-    /// deadline (openraft's per-RPC deadline is the heartbeat interval). Production
-    /// timings leave room; release builds keep up either way (the server answers a
-    /// heartbeat in about 0.3 ms there). The many-group tests also take turns
+    /// Many groups: 64 groups on 3 nodes, 192 openraft instances sharing two cores,
+    /// at the production timings ([`RaftTimings::default`]). Idle groups quiesce
+    /// (`quiesce.rs`), so between the test's bursts of writes only node-level probes
+    /// run, not 192 heartbeat timers. The many-group tests still take turns
     /// ([`HEAVY`]) so that two of them never share the cores.
     fn many_groups() -> RealCluster {
-        RealCluster::with_timings(RaftTimings {
-            heartbeat_interval_ms: 250,
-            election_timeout_ms_min: 1500,
-            election_timeout_ms_max: 3000,
-        })
+        RealCluster::with_timings(RaftTimings::default())
     }
 
     fn with_timings(timings: RaftTimings) -> RealCluster {
@@ -174,6 +167,18 @@ async fn sixty_four_groups_replicate_fail_over_and_restart() -> anyhow::Result<(
 async fn follower_behind_trim_point_catches_up_by_snapshot() -> anyhow::Result<()> {
     init_tracing();
     common::follower_behind_trim_point(&mut RealCluster::new(), &groups(1), 10).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_catches_up_by_a_snapshot_of_several_chunks() -> anyhow::Result<()> {
+    init_tracing();
+    common::follower_catches_up_by_large_snapshot(&mut RealCluster::new(), GroupId(1)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_cancelled_wiped_and_added_again_catches_up() -> anyhow::Result<()> {
+    init_tracing();
+    common::learner_cancelled_wiped_and_added_again(&mut RealCluster::new(), GroupId(1)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

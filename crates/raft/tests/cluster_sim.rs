@@ -159,6 +159,20 @@ async fn sim_follower_behind_trim_point_catches_up_by_snapshot() {
 }
 
 #[madsim::test]
+async fn sim_follower_catches_up_by_a_snapshot_of_several_chunks() {
+    common::follower_catches_up_by_large_snapshot(&mut SimCluster::default(), GroupId(1))
+        .await
+        .expect("large snapshot");
+}
+
+#[madsim::test]
+async fn sim_learner_cancelled_wiped_and_added_again_catches_up() {
+    common::learner_cancelled_wiped_and_added_again(&mut SimCluster::default(), GroupId(1))
+        .await
+        .expect("learner re-added");
+}
+
+#[madsim::test]
 async fn sim_membership_add_learner_promote_remove_voter() {
     common::membership_change(&mut SimCluster::default(), &groups(1))
         .await

@@ -21,6 +21,9 @@
 //!   it to catch up, report `CaughtUp`; once promotion is ordered, change the voters,
 //!   report `Promoted`; once removal is ordered, change the voters, report `Removed`),
 //!   and hand leadership to the preferred leader when it is a live voter;
+//! - as a shard leader, first: drop from the Raft membership a learner the state no
+//!   longer places (its move was cancelled, `CancelMove`), so it does not stay a
+//!   member forever, and a later move to that node starts from a fresh learner;
 //! - as the leader of a shard whose move removes this very replica (in `Removing`, or
 //!   after the removal was ordered, should it have won an election since): hand
 //!   leadership to another voter ([`hand_off`]); the new leader finishes the move.
@@ -83,6 +86,8 @@ pub enum LocalAction {
         node: NodeId,
         addr: String,
     },
+    /// As leader: drop `node`, a learner the state no longer places, from the group.
+    RemoveLearner { shard: ShardId, node: NodeId },
     /// As leader: make `voters` the voter set, then report `step` for `node`.
     ChangeVoters {
         shard: ShardId,
@@ -108,6 +113,7 @@ impl LocalAction {
             | LocalAction::Remove { shard, .. }
             | LocalAction::ReportReclaimed { shard }
             | LocalAction::AddLearner { shard, .. }
+            | LocalAction::RemoveLearner { shard, .. }
             | LocalAction::ChangeVoters { shard, .. }
             | LocalAction::Report { shard, .. }
             | LocalAction::TransferLeader { shard, .. } => *shard,
@@ -199,6 +205,9 @@ fn voter_addresses(state: &MetaState, info: &ShardInfo) -> BTreeMap<NodeId, Stri
 fn lead(state: &MetaState, me: NodeId, info: &ShardInfo, l: &LocalShard) -> Option<LocalAction> {
     let desired: BTreeSet<NodeId> = info.voters().collect();
     let shard = info.id;
+    if let Some(node) = stale_learner(info, l) {
+        return Some(LocalAction::RemoveLearner { shard, node });
+    }
     if let Some(mv) = &info.pending_move {
         let add = mv.add;
         return match mv.phase {
@@ -259,6 +268,21 @@ fn lead(state: &MetaState, me: NodeId, info: &ShardInfo, l: &LocalShard) -> Opti
     let live = state.node_is(to, &[NodeStatus::Up]);
     (to != me && live && l.voters.contains(&to))
         .then_some(LocalAction::TransferLeader { shard, to })
+}
+
+/// A learner of the group that the state does not place (a cancelled move's), other
+/// than one the pending move still names (a removed voter left as a learner is the
+/// move's own business).
+fn stale_learner(info: &ShardInfo, l: &LocalShard) -> Option<NodeId> {
+    let named = |n: NodeId| {
+        info.pending_move
+            .as_ref()
+            .is_some_and(|m| m.add == n || m.remove == Some(n))
+    };
+    l.learners
+        .iter()
+        .copied()
+        .find(|n| !info.has_replica(*n) && !named(*n))
 }
 
 /// A leader whose replica the pending move removes hands leadership to another voter:
@@ -463,6 +487,13 @@ impl ShardManager {
                     })??;
                 info!(shard_id = %shard, learner = %node, "learner caught up");
                 self.report(shard, node, MoveStep::CaughtUp).await?;
+            }
+            LocalAction::RemoveLearner { shard, node } => {
+                self.registry
+                    .group(GroupId::from(shard))?
+                    .remove_learner(node)
+                    .await?;
+                info!(shard_id = %shard, learner = %node, "cancelled learner removed");
             }
             LocalAction::ChangeVoters {
                 shard,

@@ -164,6 +164,9 @@ impl RaftTransport for TransportService {
         Ok(Response::new(wire::transfer_resp_to_pb(&resp)))
     }
 
+    /// Stages the streamed entries on disk chunk by chunk (`snapshot.rs`), then hands
+    /// the snapshot to openraft. A stream that ends short of the snapshot's last entry
+    /// is refused here; its staged copy goes with it.
     async fn install_snapshot(
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
@@ -188,7 +191,9 @@ impl RaftTransport for TransportService {
                 index: runnel_types::LogIndex(t.index),
                 term: runnel_types::Term(t.term),
             });
-            let mut entries = Vec::new();
+            let area = self.hosted.staging.clone();
+            let staging = Arc::new(blocking_io(move || area.begin(group, trimmed)).await?);
+            let mut received = 0usize;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
                 if chunk.group_id != group.0 {
@@ -196,21 +201,25 @@ impl RaftTransport for TransportService {
                         "a snapshot stream names one group",
                     ));
                 }
-                match chunk.kind {
-                    Some(pb::snapshot_chunk::Kind::Entries(e)) => {
-                        entries.extend(e.entries.into_iter().map(wire::log_entry_from_pb))
-                    }
-                    _ => {
-                        return Err(Status::invalid_argument(
-                            "only entries follow a snapshot header",
-                        ));
-                    }
-                }
+                let Some(pb::snapshot_chunk::Kind::Entries(e)) = chunk.kind else {
+                    return Err(Status::invalid_argument(
+                        "only entries follow a snapshot header",
+                    ));
+                };
+                let entries: Vec<_> =
+                    e.entries.into_iter().map(wire::log_entry_from_pb).collect();
+                received += entries.len();
+                let s = staging.clone();
+                blocking_io(move || s.append(&entries)).await?;
             }
-            tracing::info!(entries = entries.len(), "snapshot received");
+            let last = meta.last_log_id.as_ref().map(crate::log_store::to_entry_id);
+            let staging = Arc::into_inner(staging)
+                .ok_or_else(|| Status::internal("a staging append outlived its call"))?;
+            let staged = blocking_io(move || staging.finish(last)).await?;
+            tracing::info!(entries = received, "snapshot received and staged");
             let snapshot = openraft::alias::SnapshotOf::<crate::TypeConfig, ShardSnapshot> {
                 meta,
-                snapshot: ShardSnapshot::received(trimmed, entries),
+                snapshot: staged,
             };
             let resp = raft
                 .install_full_snapshot(vote, snapshot)
@@ -223,4 +232,14 @@ impl RaftTransport for TransportService {
         .instrument(span)
         .await
     }
+}
+
+/// Runs staging I/O off the async workers (`io.rs`); its errors become statuses.
+async fn blocking_io<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
+    crate::io::blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::from)
 }

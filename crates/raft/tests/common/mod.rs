@@ -301,6 +301,123 @@ pub async fn follower_behind_trim_point(
     Ok(())
 }
 
+/// Like [`follower_behind_trim_point`], with a retained log of several snapshot
+/// chunks (records of 100 KiB): the lagger stages the snapshot on disk chunk by chunk,
+/// installs it, and no staging directory is left behind.
+pub async fn follower_catches_up_by_large_snapshot(
+    c: &mut impl Cluster,
+    group: GroupId,
+) -> anyhow::Result<()> {
+    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+    for n in nodes {
+        c.start(n).await?;
+    }
+    create_groups(c, &nodes, &[group]).await?;
+    write(c, &nodes, group, records("before", 2)).await?;
+    let leader = leader_of(c, &nodes, group).await?;
+    let lagger = *nodes.iter().find(|n| **n != leader).context("a follower")?;
+    c.kill(lagger).await?;
+    let alive: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != lagger).collect();
+    let big = |tag: String| -> Vec<Record> {
+        (0..4)
+            .map(|i| Record::new(format!("{tag}-{i}"), vec![i as u8; 100 * 1024]))
+            .collect()
+    };
+    let mut acks = Vec::new();
+    for i in 0..12 {
+        acks.push(write(c, &alive, group, big(format!("big{i}"))).await?);
+    }
+    let top = acks.iter().map(|a| a.index).max().context("acks")?;
+    let trim_to = acks[0].index;
+    for n in &alive {
+        wait_committed(c, *n, group, top).await?;
+        c.registry(*n)
+            .context("alive")?
+            .group(group)?
+            .trim(trim_to)
+            .await?;
+    }
+    c.start(lagger).await?;
+    wait_committed(c, lagger, group, top).await?;
+    let reg = c.registry(lagger).context("lagger up")?;
+    let first = reg
+        .group(group)?
+        .first_index()
+        .context("lagger has entries")?;
+    anyhow::ensure!(first <= trim_to.next(), "lagger starts at {first}");
+    check_same(c, &nodes, group, trim_to.next(), top, &acks).await?;
+    let staged = reg.staged_snapshots()?;
+    anyhow::ensure!(staged.is_empty(), "staging left behind: {staged:?}");
+    Ok(())
+}
+
+/// A move's learner is added, the move is cancelled, the learner's replica is wiped
+/// and created afresh, and the learner is added again: it catches up from nothing.
+/// Twice: once with the learner dropped from the membership before the wipe (what the
+/// shard manager does after `CancelMove`), once still a member when its log reverts.
+pub async fn learner_cancelled_wiped_and_added_again(
+    c: &mut impl Cluster,
+    group: GroupId,
+) -> anyhow::Result<()> {
+    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+    let learner = NodeId(4);
+    for n in nodes.iter().chain([&learner]) {
+        c.start(*n).await?;
+    }
+    create_groups(c, &nodes, &[group]).await?;
+    let mut acks = vec![write(c, &nodes, group, records("l0", 4)).await?];
+    c.create_group(learner, group).await?;
+    let leader = leader_of(c, &nodes, group).await?;
+    let lg = c.registry(leader).context("leader")?.group(group)?;
+    lg.add_learner(learner, &c.addr(learner)).await?;
+    wait_committed(c, learner, group, acks[0].index).await?;
+    for remove_first in [true, false] {
+        if remove_first {
+            lg.remove_learner(learner).await?;
+            let m = lg.raft().metrics().borrow().membership_config.clone();
+            anyhow::ensure!(
+                m.membership().get_node(&learner.0).is_none(),
+                "node {learner} is still a member: {m:?}"
+            );
+        }
+        let reg = c.registry(learner).context("learner up")?;
+        reg.remove_group(group).await?;
+        reg.create_group(group).await?;
+        acks.push(write(c, &nodes, group, records("l1", 4)).await?);
+        lg.add_learner(learner, &c.addr(learner)).await?;
+        // The leader never counts more of the learner's log than the learner holds
+        // (a stale record of the wiped replica would).
+        let matched = lg
+            .raft()
+            .metrics()
+            .borrow()
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&learner.0).cloned().flatten())
+            .map(|l| l.index);
+        let lr = c.registry(learner).context("learner up")?.group(group)?;
+        let held = lr.raft().metrics().borrow().last_log_index;
+        anyhow::ensure!(
+            matched <= held,
+            "the leader counts {matched:?} on node {learner}, which holds {held:?}"
+        );
+        let top = acks.iter().map(|a| a.index).max().context("acks")?;
+        let mut all = nodes.to_vec();
+        all.push(learner);
+        for n in &all {
+            wait_committed(c, *n, group, top).await?;
+        }
+        check_same(c, &all, group, LogIndex(1), top, &acks).await?;
+    }
+    let m = lg.raft().metrics().borrow().membership_config.clone();
+    let voters: BTreeSet<u64> = m.voter_ids().collect();
+    anyhow::ensure!(
+        voters == nodes.iter().map(|n| n.0).collect(),
+        "voters changed: {voters:?}"
+    );
+    Ok(())
+}
+
 /// Add a learner, promote it, remove a voter; the group keeps committing and the new
 /// member holds everything.
 pub async fn membership_change(c: &mut impl Cluster, groups: &[GroupId]) -> anyhow::Result<()> {

@@ -389,6 +389,50 @@ fn a_cancelled_learner_replica_is_removed_from_its_node() {
     );
     let leader = s.shards[&shard].preferred_leader.expect("leader");
     let voters: Vec<u64> = s.shards[&shard].voters().map(|v| v.0).collect();
+    // The leader drops the learner from the Raft membership...
+    let mut with_learner = hosted(&voters, true);
+    with_learner.learners.insert(add);
+    let leading = BTreeMap::from([(shard, with_learner)]);
+    assert_eq!(
+        decide(&s, leader, &leading),
+        vec![LocalAction::RemoveLearner { shard, node: add }]
+    );
+    // ...and a follower leaves it to the leader.
+    let mut following = hosted(&voters, false);
+    following.learners.insert(add);
+    assert_eq!(
+        decide(&s, leader, &BTreeMap::from([(shard, following)])),
+        vec![]
+    );
+    // Once it is gone, the leader has nothing left to do for the move.
     let leading = BTreeMap::from([(shard, hosted(&voters, true))]);
     assert_eq!(decide(&s, leader, &leading), vec![]);
+}
+
+/// A learner still in the membership while a move's learner is being added (the
+/// cancelled learner was not yet dropped when the next move began) goes first.
+#[test]
+fn a_stale_learner_goes_before_the_next_move_proceeds() {
+    let (s, shard, _) = moving(MovePhase::AddingLearner);
+    let add = s.shards[&shard].pending_move.as_ref().expect("move").add;
+    let leader = s.shards[&shard].preferred_leader.expect("leader");
+    let voters: Vec<u64> = s.shards[&shard].voters().map(|v| v.0).collect();
+    let stale = (1..=9)
+        .map(n)
+        .find(|c| !s.shards[&shard].has_replica(*c) && *c != add)
+        .expect("a node with no replica");
+    let mut local = hosted(&voters, true);
+    local.learners.insert(stale);
+    local.learners.insert(add);
+    assert_eq!(
+        decide(&s, leader, &BTreeMap::from([(shard, local)])),
+        vec![LocalAction::RemoveLearner { shard, node: stale }]
+    );
+    // The move's own learner is not stale.
+    let mut local = hosted(&voters, true);
+    local.learners.insert(add);
+    assert!(matches!(
+        &decide(&s, leader, &BTreeMap::from([(shard, local)]))[..],
+        [LocalAction::AddLearner { node, .. }] if *node == add
+    ));
 }
