@@ -14,19 +14,36 @@
 //! the log. Bounded by bytes. Committed entries are kept up to
 //! [`COMMITTED_KEEP_BYTES`]: a commit needs only a majority, and under load the third
 //! replica trails the commit point by a few entries; dropping them at commit sent its
-//! replication to the disk (12% of a node's CPU in a whole-cluster profile). A group
-//! that goes quiet drops its cache when it quiesces (every follower has matched).
+//! replication to the disk (12% of a node's CPU in a whole-cluster profile; with 4
+//! MiB kept it still was 29%, gone with 32 MiB). A group that goes quiet drops its
+//! cache when it quiesces (every follower has matched). So that thousands of busy
+//! groups cannot hold 32 MiB each, committed entries across the process are bounded by
+//! [`COMMITTED_PROCESS_BYTES_MAX`]: past it, each group keeps none (a trailing
+//! follower then reads from the log, as before). Under the simulation that bound is
+//! not applied: a count shared by seeds running side by side would make a seed's
+//! reads depend on the others.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use openraft::EntryPayload;
 
 use crate::types::{Command, RaftEntry};
 
-/// Payload bytes a group keeps in memory: a few group-commit entries in flight.
-pub(crate) const TAIL_CACHE_BYTES_MAX: usize = 8 * 1024 * 1024;
-/// Bytes of committed entries kept for trailing followers.
-pub(crate) const COMMITTED_KEEP_BYTES: usize = 4 * 1024 * 1024;
+/// Payload bytes a group keeps in memory: the group-commit entries in flight (at most
+/// 8 of 1 MiB) and the committed ones kept for trailing followers.
+pub(crate) const TAIL_CACHE_BYTES_MAX: usize = 40 * 1024 * 1024;
+/// Bytes of committed entries a group keeps for trailing followers.
+pub(crate) const COMMITTED_KEEP_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes of committed entries all groups of the process keep together.
+pub(crate) const COMMITTED_PROCESS_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+/// Committed bytes held by every cache of the process.
+static COMMITTED_TOTAL: AtomicUsize = AtomicUsize::new(0);
+
+fn committed_over_budget() -> bool {
+    !cfg!(madsim) && COMMITTED_TOTAL.load(Ordering::Relaxed) > COMMITTED_PROCESS_BYTES_MAX
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct TailCache {
@@ -58,7 +75,17 @@ impl TailCache {
         self.entries.clear();
         self.bytes = 0;
         self.committed = 0;
-        self.committed_bytes = 0;
+        self.uncount_committed(self.committed_bytes);
+    }
+
+    fn count_committed(&mut self, n: usize) {
+        self.committed_bytes += n;
+        COMMITTED_TOTAL.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn uncount_committed(&mut self, n: usize) {
+        self.committed_bytes -= n;
+        COMMITTED_TOTAL.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Entries just appended to the log (contiguous with what is held, or the run
@@ -88,7 +115,7 @@ impl TailCache {
             self.bytes -= n;
             if self.committed > 0 {
                 self.committed -= 1;
-                self.committed_bytes -= n;
+                self.uncount_committed(n);
             }
         }
     }
@@ -107,10 +134,11 @@ impl TailCache {
             if e.log_id.index > index {
                 break;
             }
+            let n = entry_bytes(e);
             self.committed += 1;
-            self.committed_bytes += entry_bytes(e);
+            self.count_committed(n);
         }
-        while self.committed > 0 && self.committed_bytes > keep {
+        while self.committed > 0 && (self.committed_bytes > keep || committed_over_budget()) {
             self.pop_front();
         }
     }
@@ -127,7 +155,7 @@ impl TailCache {
                 if self.committed > self.entries.len() {
                     // Committed entries are never truncated; stay consistent anyway.
                     self.committed -= 1;
-                    self.committed_bytes -= n;
+                    self.uncount_committed(n);
                 }
             }
         }
@@ -147,6 +175,12 @@ impl TailCache {
         let skip = (from - first) as usize;
         let n = (end - from) as usize;
         Some(self.entries.iter().skip(skip).take(n).cloned().collect())
+    }
+}
+
+impl Drop for TailCache {
+    fn drop(&mut self) {
+        self.uncount_committed(self.committed_bytes);
     }
 }
 
