@@ -77,6 +77,8 @@ async fn apply_available(
     cursor: &mut Cursor,
 ) -> Result<(), runnel_raft::Error> {
     loop {
+        // Sampled before the read, which then reads at least this far (it only grows).
+        let committed = group.committed();
         let read = match group
             .read_committed(cursor.next, APPLY_READ_BYTES_MAX)
             .await
@@ -94,6 +96,19 @@ async fn apply_available(
             other => other?,
         };
         if read.next <= cursor.next {
+            if committed >= cursor.next {
+                // Committed here but not in the log: only a log that lost committed
+                // entries gets here. Returning Ok would spin (`run` waits for an index
+                // that is already committed), taking the runtime thread for good; an
+                // error is logged and retried after a pause.
+                return Err(runnel_raft::Error::Corrupt {
+                    what: "meta log",
+                    detail: format!(
+                        "entry {} is committed (commit point {committed}) but not in the log",
+                        cursor.next
+                    ),
+                });
+            }
             return Ok(());
         }
         for batch in read.batches {
