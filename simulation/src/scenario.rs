@@ -37,6 +37,19 @@ pub const SHORT_RETENTIONS: [Duration; 4] = [
 ];
 pub const SHORT_RETENTION_P: f64 = 0.4;
 
+thread_local! {
+    /// A retention forced by a planted-bug hunt for the seeds this thread runs (`None`:
+    /// each seed draws its own).
+    static FORCED_RETENTION: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
+}
+
+/// Forces the stream retention of the seeds this thread runs next (`None`: drawn). The
+/// `LoseTrimPoint` hunt keeps the hour: a short retention has the retention loop trim a
+/// restarted replica again, which hides a forgotten trim point by the final check.
+pub fn force_retention(retention: Option<Duration>) {
+    FORCED_RETENTION.with(|r| r.set(retention));
+}
+
 /// The outcome of one seed.
 #[derive(Debug)]
 pub struct Outcome {
@@ -68,10 +81,10 @@ impl Params {
             shards: rng.gen_range(2..=4),
             safety: Duration::from_secs(rng.gen_range(20..=45)),
             shape: Shape::random(),
-            retention: if rng.gen_bool(SHORT_RETENTION_P) {
-                SHORT_RETENTIONS[rng.gen_range(0..SHORT_RETENTIONS.len())]
-            } else {
-                RETENTION
+            retention: match (rng.gen_bool(SHORT_RETENTION_P), FORCED_RETENTION.get()) {
+                (_, Some(forced)) => forced,
+                (true, None) => SHORT_RETENTIONS[rng.gen_range(0..SHORT_RETENTIONS.len())],
+                (false, None) => RETENTION,
             },
         }
     }
