@@ -14,7 +14,8 @@
 //!   its appends (a write overlaps the previous fsync; one fsync covers many appends);
 //!   `tail_cache`: the newest entries in memory, so replication does not read them back; [`state_machine`]: the
 //!   state machine (commit point, membership, snapshot meta; no copy of the data);
-//!   [`snapshot`]: snapshots that carry the retained log, streamed in chunks.
+//!   [`snapshot`]: snapshots that carry the retained log, streamed in chunks; the
+//!   receiver stages them on disk and installs them restartably.
 //! - `network/`: the transport. [`network::client`] routes every group's RPCs to one
 //!   channel per peer; [`network::batcher`] gathers the AppendEntries of many groups
 //!   into one `BatchAppend` RPC; [`network::server`] is the gRPC service;

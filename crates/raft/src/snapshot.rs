@@ -9,15 +9,15 @@
 //! when the stream ends and checked to reach the snapshot's last index before openraft
 //! is handed the snapshot. Memory is one chunk, whatever the shard's size.
 //!
-//! **Installing.** [`install`] copies the staged entries into the group's log, chunk by
+//! **Installing.** `install` copies the staged entries into the group's log, chunk by
 //! chunk, so that a replica behind the trim point, or a brand new one, ends with the
 //! same entries as the leader. The segment log cannot swap its contents in one step,
 //! so the install is made restartable instead: before the first change to the group's
 //! log, the snapshot's meta and the staging directory's name go durably into node
-//! metadata ([`INSTALLING_KEY`]), and the staged copy is kept; the marker is cleared by
+//! metadata (`INSTALLING_KEY`), and the staged copy is kept; the marker is cleared by
 //! the same atomic metadata write that records the installed snapshot. A crash or an
 //! I/O error in between leaves the marker, and the group's next open
-//! ([`finish_interrupted`]) installs again from the staged copy. So a failed install
+//! (`finish_interrupted`) installs again from the staged copy. So a failed install
 //! leaves the old log untouched (it failed before the marker: the stream was short, or
 //! staging failed) or is finished on the next open; the group never runs on a half
 //! replaced log.
@@ -352,7 +352,7 @@ fn check_complete(group: GroupId, snapshot: &ShardSnapshot, last: EntryId) -> Re
 /// Installs `snapshot` into the group's log `dst` and records it in node metadata
 /// (snapshot meta, applied log id and membership, in one write, flushed). Restartable
 /// (see the module doc): a received snapshot's install is marked in node metadata
-/// before `dst` changes, and [`finish_interrupted`] completes it after a crash or an
+/// before `dst` changes, and `finish_interrupted` completes it after a crash or an
 /// error. Synchronous (disk I/O).
 pub(crate) fn install(
     group: GroupId,

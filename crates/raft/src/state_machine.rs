@@ -197,7 +197,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     }
 
     /// The log is replaced and the snapshot recorded in node metadata by
-    /// [`snapshot::install`] (restartable: see the `snapshot` module); then the
+    /// `snapshot::install` (restartable: see the `snapshot` module); then the
     /// in-memory state follows.
     async fn install_snapshot(
         &mut self,
