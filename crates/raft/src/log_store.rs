@@ -459,9 +459,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             && !self.storage.group.is_meta()
         {
             // PLANTED BUG (simulation only): a shard's entries acknowledged, never
-            // synced. (Not the meta group's: a meta log missing committed entries makes
-            // the placement applier spin inside one poll, which no simulated-time
-            // watchdog can stop; SIMULATION.md.)
+            // synced. (Not the meta group's: losing its committed entries too, a seed
+            // fails through liveness and placement instead of the durability checks;
+            // SIMULATION.md.)
             callback.io_completed(Ok(()));
             return Ok(());
         }
