@@ -19,6 +19,11 @@ RUSTFLAGS="--cfg madsim" RUSTDOCFLAGS="--cfg madsim" \
     CARGO_TARGET_DIR="${MADSIM_TARGET_DIR:-target/madsim}" \
     cargo test --workspace --locked
 
+echo "==> planted bugs: the simulation must catch each (madsim, feature planted-bugs)"
+RUSTFLAGS="--cfg madsim" RUSTDOCFLAGS="--cfg madsim" \
+    CARGO_TARGET_DIR="${MADSIM_TARGET_DIR:-target/madsim}" MADSIM_TEST_JOBS=2 \
+    cargo test -p runnel-simulation --locked --features planted-bugs --test planted -- --nocapture
+
 echo "==> deploy checks (Helm chart, dashboards, alert rules)"
 ./scripts/check-deploy.sh
 
