@@ -144,7 +144,7 @@ impl GroupStorage {
         self.raft_purged().max(physical)
     }
 
-    fn reload_last_timestamp(&self) -> Result<(), Error> {
+    pub(crate) fn reload_last_timestamp(&self) -> Result<(), Error> {
         let ts = match self.log.last_entry() {
             Some(last) => {
                 let entries = self

@@ -213,6 +213,12 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             .await?
             .map_err(Error::into_io)?;
         storage.forget_tail();
+        // Arrival times only grow: the next entries continue from the installed log's
+        // newest, not from the replaced log's.
+        let s = storage.clone();
+        blocking(move || s.reload_last_timestamp())
+            .await?
+            .map_err(Error::into_io)?;
         let st = {
             let mut st = self.lock();
             st.last_applied = meta.last_log_id;
