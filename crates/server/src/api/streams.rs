@@ -132,14 +132,26 @@ async fn create(
     let name = validate::stream_name("stream_name", &req.stream_name)?;
     record_shard(name.as_str(), None);
     let shard_count = validate::shard_count(req.shard_count)?;
-    let (nodes_up, retention_min) = ctx.placement.read(|st| {
-        let up = st
-            .nodes
-            .values()
-            .filter(|n| n.status == NodeStatus::Up)
-            .count();
-        (up, st.settings.retention_ms_min)
-    });
+    let look = || {
+        ctx.placement.read(|st| {
+            let up = st
+                .nodes
+                .values()
+                .filter(|n| n.status == NodeStatus::Up)
+                .count();
+            (up, st.settings.retention_ms_min)
+        })
+    };
+    let (mut nodes_up, mut retention_min) = look();
+    if req.replication_factor as usize > nodes_up {
+        // About to refuse on this node's copy of the meta state, which may lag the
+        // leader's (a node that just came up; `runnel dev` hit this right after
+        // seeing every node up through another node): catch up first.
+        if let Err(e) = ctx.placement.read_barrier().await {
+            tracing::debug!(error = %e, "read barrier failed; answering from the local state");
+        }
+        (nodes_up, retention_min) = look();
+    }
     let replication_factor =
         validate::replication_factor(req.replication_factor, ctx.default_replication, nodes_up)?;
     let retention_ms = validate::retention_ms(req.retention_ms, retention_min, true)?;
