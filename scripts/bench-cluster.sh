@@ -48,23 +48,35 @@ print(f"{n / (time.time() - start):.0f} fsyncs/s")
 EOF
 
 E=(--endpoint 127.0.0.1:7100)
+ADMIN=(127.0.0.1:7180 127.0.0.1:7181 127.0.0.1:7182)
+# The servers' own view of a phase (request durations, fsyncs) from their histograms.
+mark() { scripts/server-latency.py --save "$WORK/metrics.json" "${ADMIN[@]}"; }
+server() { scripts/server-latency.py --since "$WORK/metrics.json" "${ADMIN[@]}"; }
 common=(--shards "$SHARDS" --replication 3 --record-size 1024 --producers "$PRODUCERS")
 
 echo "== produce, full load"
+mark
 "$R" "${E[@]}" -o json bench produce --stream bench "${common[@]}" --records "$RECORDS" \
   | tee "$WORK/full.json"
+server
 FULL=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["phases"][0]["records_per_s"]))' "$WORK/full.json")
-HALF=$((FULL / 2))
+HALF=${HALF_RATE:-$((FULL / 2))}
 
 echo "== produce, half load ($HALF records/s)"
+mark
 "$R" "${E[@]}" -o json bench produce --stream bench-half "${common[@]}" \
   --records "$((RECORDS / 2))" --rate "$HALF"
+server
 
 echo "== consume from the oldest record (catch-up)"
+mark
 "$R" "${E[@]}" -o json bench consume --stream bench "${common[@]}"
+server
 
 echo "== end to end at half load"
+mark
 "$R" "${E[@]}" -o json bench e2e --stream bench-e2e "${common[@]}" \
   --records "$((RECORDS / 2))" --rate "$HALF"
+server
 
 echo "== rerun: ./scripts/bench-cluster.sh (RECORDS=$RECORDS SHARDS=$SHARDS PRODUCERS=$PRODUCERS)"

@@ -21,6 +21,7 @@
 
 use std::mem;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use openraft::storage::IOFlushed;
 use tracing::Instrument;
@@ -30,6 +31,29 @@ use crate::log_store::GroupStorage;
 use crate::types::TypeConfig;
 
 type Callback = IOFlushed<TypeConfig>;
+
+/// Told how long each log fsync took: the server feeds its `fsync_duration` histogram
+/// from it, because every acknowledged write waits for a quorum of these and a slow
+/// disk shows here first. Runs on the blocking thread right after the fsync, so it must
+/// be cheap (a histogram observation).
+#[derive(Clone)]
+pub struct FsyncObserver(Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl FsyncObserver {
+    pub fn new(f: impl Fn(Duration) + Send + Sync + 'static) -> FsyncObserver {
+        FsyncObserver(Arc::new(f))
+    }
+
+    pub(crate) fn observe(&self, took: Duration) {
+        (self.0)(took)
+    }
+}
+
+impl std::fmt::Debug for FsyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FsyncObserver")
+    }
+}
 
 #[derive(Default)]
 struct Pending {

@@ -37,7 +37,7 @@
 pub mod codec;
 pub mod detwatch;
 pub mod error;
-mod flush;
+pub mod flush;
 pub mod group;
 mod inspect;
 pub mod io;
@@ -53,6 +53,7 @@ mod tail_cache;
 pub mod types;
 
 pub use error::Error;
+pub use flush::FsyncObserver;
 pub use group::{CommitWatch, CommittedBatch, Group, ReadBatches};
 pub use network::TransportConfig;
 pub use pipeline::{PipelineConfig, WriteAck};

@@ -40,7 +40,7 @@ use runnel_types::{GroupId, LogIndex, Term};
 
 use crate::codec;
 use crate::error::Error;
-use crate::flush::FlushQueue;
+use crate::flush::{FlushQueue, FsyncObserver};
 use crate::io::blocking;
 use crate::tail_cache::TailCache;
 use crate::types::{RaftEntry, RaftLogId, RaftVote, TypeConfig, log_id};
@@ -88,6 +88,8 @@ pub struct GroupStorage {
     pub(crate) flush: FlushQueue,
     /// The newest entries, for replication to read without the disk.
     tail: Mutex<TailCache>,
+    /// Told the duration of every fsync (set once, before the group starts).
+    fsync_observer: Option<FsyncObserver>,
 }
 
 impl GroupStorage {
@@ -110,6 +112,7 @@ impl GroupStorage {
             last_timestamp_ms: Mutex::new(0),
             flush: FlushQueue::default(),
             tail: Mutex::new(TailCache::default()),
+            fsync_observer: None,
         };
         storage.reload_last_timestamp()?;
         Ok(storage)
@@ -212,9 +215,20 @@ impl GroupStorage {
         self.log.append(entries).map_err(|e| self.log_err(e))
     }
 
+    /// Reports every later fsync's duration to `observer`.
+    pub fn with_fsync_observer(mut self, observer: Option<FsyncObserver>) -> GroupStorage {
+        self.fsync_observer = observer;
+        self
+    }
+
     /// Makes every entry written so far durable: one fdatasync.
     pub(crate) fn sync(&self) -> Result<(), Error> {
-        self.log.sync().map_err(|e| self.log_err(e))
+        let started = std::time::Instant::now();
+        let result = self.log.sync().map_err(|e| self.log_err(e));
+        if let Some(observer) = &self.fsync_observer {
+            observer.observe(started.elapsed());
+        }
+        result
     }
 
     /// A first append that does not start right after the purge point, on a log with no

@@ -20,6 +20,7 @@ use runnel_types::{GroupId, NodeId};
 use tracing::info;
 
 use crate::error::Error;
+use crate::flush::FsyncObserver;
 use crate::group::Group;
 use crate::io::blocking;
 use crate::log_store::{GroupStorage, LogStore};
@@ -65,6 +66,8 @@ pub struct RegistryConfig {
     pub transport: TransportConfig,
     pub pipeline: PipelineConfig,
     pub quiesce: QuiesceConfig,
+    /// Told how long each log fsync took (the server's fsync histogram).
+    pub fsync_observer: Option<FsyncObserver>,
 }
 
 impl RegistryConfig {
@@ -82,6 +85,7 @@ impl RegistryConfig {
             transport: TransportConfig::default(),
             pipeline: PipelineConfig::default(),
             quiesce: QuiesceConfig::default(),
+            fsync_observer: None,
         }
     }
 }
@@ -263,11 +267,12 @@ impl Registry {
             self.meta.clone(),
             self.hosted.staging.clone(),
         );
+        let observer = self.config.fsync_observer.clone();
         let storage = blocking(move || -> Result<GroupStorage, Error> {
             let log = SegmentLog::open(disk, dir, log_config)
                 .map_err(|source| Error::Log { group, source })?;
             snapshot::finish_interrupted(group, &log, &meta, &staging)?;
-            GroupStorage::open(group, Arc::new(log), meta)
+            Ok(GroupStorage::open(group, Arc::new(log), meta)?.with_fsync_observer(observer))
         })
         .await
         .map_err(|e| Error::Io {

@@ -96,6 +96,11 @@ async fn start_inner(
     if let Some(t) = options.raft.clone() {
         rc.timings = t;
     }
+    let (metrics, prom) = Metrics::new();
+    let fsync = metrics.fsync_duration.clone();
+    rc.fsync_observer = Some(runnel_raft::FsyncObserver::new(move |took| {
+        fsync.observe(took.as_secs_f64())
+    }));
     let registry = Arc::new(Registry::new(rc, disk, Arc::new(NodeMeta::new(store)))?);
     let reopened = registry.open_existing().await?;
     info!(groups = reopened.len(), "hosted groups reopened");
@@ -111,7 +116,6 @@ async fn start_inner(
         options.placement,
         config.min_retention_ms,
     ));
-    let (metrics, prom) = Metrics::new();
     let ctx = Arc::new(NodeContext {
         node_id: me,
         advertise: config.advertise.clone(),

@@ -1031,6 +1031,12 @@ async fn cluster_calls(c: &Cluster) -> anyhow::Result<()> {
     assert!(count(2, "ListStreams", "OK") >= 2);
     assert!(count(2, "CreateStream", "ALREADY_EXISTS") >= 1);
     assert!((1..=3).map(|n| count(n, "PutRecords", "OK")).sum::<u64>() >= 1);
+    // Every node syncs its replicas' logs, and each fsync was timed.
+    for n in 1..=3 {
+        let fsync = &c.nodes[&n].ctx.metrics.fsync_duration;
+        assert!(fsync.count() >= 1, "node {n} recorded no fsync");
+        assert!(fsync.sum() > 0.0, "node {n}: fsyncs took no time at all");
+    }
     let mut cl = c.cluster(2).await?;
     let st = cl
         .cluster_status(pb::ClusterStatusRequest {})
