@@ -42,7 +42,7 @@ use crate::codec;
 use crate::error::Error;
 use crate::flush::{FlushQueue, FsyncObserver};
 use crate::io::blocking;
-use crate::tail_cache::TailCache;
+use crate::tail_cache::{TailBudget, TailCache};
 use crate::types::{RaftEntry, RaftLogId, RaftVote, TypeConfig, log_id};
 
 /// Bytes read from the segment log per call when openraft asks for a range.
@@ -213,6 +213,13 @@ impl GroupStorage {
     fn append_write(&self, entries: &[Entry]) -> Result<(), Error> {
         self.skip_gap(entries)?;
         self.log.append(entries).map_err(|e| self.log_err(e))
+    }
+
+    /// Counts this group's cached committed entries against `budget`, the node's (set
+    /// before the group starts; by default each storage has a budget of its own).
+    pub(crate) fn with_tail_budget(self, budget: Arc<TailBudget>) -> GroupStorage {
+        *self.tail() = TailCache::new(budget);
+        self
     }
 
     /// Reports every later fsync's duration to `observer`.

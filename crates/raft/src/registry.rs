@@ -31,6 +31,7 @@ use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::quiesce::{self, QuiesceConfig};
 use crate::snapshot::{self, StagingArea};
 use crate::state_machine::ShardStateMachine;
+use crate::tail_cache::{COMMITTED_NODE_BYTES_MAX, TailBudget};
 use crate::types::Raft;
 
 /// The marker that says a group is hosted here (its value is unused).
@@ -143,6 +144,8 @@ pub struct Registry {
     /// The quiescer task was started (on the first group opened, so that it starts
     /// inside the runtime).
     quiescer_started: AtomicBool,
+    /// What the groups' tail caches may hold together (see `tail_cache.rs`).
+    tail_budget: Arc<TailBudget>,
 }
 
 impl Registry {
@@ -196,6 +199,7 @@ impl Registry {
             router,
             raft_config: Arc::new(raft_config),
             quiescer_started: AtomicBool::new(false),
+            tail_budget: TailBudget::new(COMMITTED_NODE_BYTES_MAX),
         })
     }
 
@@ -268,11 +272,14 @@ impl Registry {
             self.hosted.staging.clone(),
         );
         let observer = self.config.fsync_observer.clone();
+        let budget = self.tail_budget.clone();
         let storage = blocking(move || -> Result<GroupStorage, Error> {
             let log = SegmentLog::open(disk, dir, log_config)
                 .map_err(|source| Error::Log { group, source })?;
             snapshot::finish_interrupted(group, &log, &meta, &staging)?;
-            Ok(GroupStorage::open(group, Arc::new(log), meta)?.with_fsync_observer(observer))
+            Ok(GroupStorage::open(group, Arc::new(log), meta)?
+                .with_fsync_observer(observer)
+                .with_tail_budget(budget))
         })
         .await
         .map_err(|e| Error::Io {

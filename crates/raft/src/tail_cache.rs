@@ -17,13 +17,21 @@
 //! replication to the disk (12% of a node's CPU in a whole-cluster profile; with 4
 //! MiB kept it still was 29%, gone with 32 MiB). A group that goes quiet drops its
 //! cache when it quiesces (every follower has matched). So that thousands of busy
-//! groups cannot hold 32 MiB each, committed entries across the process are bounded by
-//! [`COMMITTED_PROCESS_BYTES_MAX`]: past it, each group keeps none (a trailing
-//! follower then reads from the log, as before). Under the simulation that bound is
-//! not applied: a count shared by seeds running side by side would make a seed's
-//! reads depend on the others.
+//! groups cannot hold 32 MiB each, committed entries across a node are bounded by a
+//! [`TailBudget`] ([`COMMITTED_NODE_BYTES_MAX`] by default): past it, each group keeps
+//! at most its fair share of the budget (the budget over the groups holding committed
+//! entries), so that the trailing followers of busy groups slow down evenly rather than
+//! all going to the disk at once.
+//!
+//! The budget is per node (one per registry), not per process: `runnel dev` and the
+//! tests run three nodes in one process, and with a process-wide bound one node's
+//! groups took the others' share. Under load the shared bound was reached within two
+//! seconds, every group then kept nothing, and the third replicas' replication read
+//! from the disk: 22% of the process's CPU, and full-load throughput fell by a quarter
+//! from one run to the next.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use openraft::EntryPayload;
@@ -35,23 +43,57 @@ use crate::types::{Command, RaftEntry};
 pub(crate) const TAIL_CACHE_BYTES_MAX: usize = 40 * 1024 * 1024;
 /// Bytes of committed entries a group keeps for trailing followers.
 pub(crate) const COMMITTED_KEEP_BYTES: usize = 32 * 1024 * 1024;
-/// Bytes of committed entries all groups of the process keep together.
-pub(crate) const COMMITTED_PROCESS_BYTES_MAX: usize = 512 * 1024 * 1024;
+/// Bytes of committed entries all groups of one node keep together.
+pub const COMMITTED_NODE_BYTES_MAX: usize = 512 * 1024 * 1024;
 
-/// Committed bytes held by every cache of the process.
-static COMMITTED_TOTAL: AtomicUsize = AtomicUsize::new(0);
-
-fn committed_over_budget() -> bool {
-    !cfg!(madsim) && COMMITTED_TOTAL.load(Ordering::Relaxed) > COMMITTED_PROCESS_BYTES_MAX
+/// The committed bytes that every tail cache of one node holds, against one bound.
+#[derive(Debug)]
+pub struct TailBudget {
+    max: usize,
+    held: AtomicUsize,
+    /// Caches holding any committed entry: they share the budget when it is short.
+    holders: AtomicUsize,
 }
 
-#[derive(Debug, Default)]
+impl TailBudget {
+    pub fn new(max: usize) -> Arc<TailBudget> {
+        Arc::new(TailBudget {
+            max,
+            held: AtomicUsize::new(0),
+            holders: AtomicUsize::new(0),
+        })
+    }
+
+    /// Committed bytes held by the node's caches.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// What one cache may keep of `wanted`: all of it while the node is within its
+    /// budget, else its fair share.
+    fn allowance(&self, wanted: usize) -> usize {
+        if self.held() <= self.max {
+            return wanted;
+        }
+        wanted.min(self.max / self.holders.load(Ordering::Relaxed).max(1))
+    }
+}
+
+#[derive(Debug)]
 pub(crate) struct TailCache {
     entries: VecDeque<RaftEntry>,
     bytes: usize,
     /// How many entries at the front are committed, and their bytes.
     committed: usize,
     committed_bytes: usize,
+    budget: Arc<TailBudget>,
+}
+
+impl Default for TailCache {
+    /// A cache with a budget of its own (tests, the storage suite).
+    fn default() -> Self {
+        TailCache::new(TailBudget::new(COMMITTED_NODE_BYTES_MAX))
+    }
 }
 
 fn entry_bytes(e: &RaftEntry) -> usize {
@@ -62,6 +104,16 @@ fn entry_bytes(e: &RaftEntry) -> usize {
 }
 
 impl TailCache {
+    pub(crate) fn new(budget: Arc<TailBudget>) -> TailCache {
+        TailCache {
+            entries: VecDeque::new(),
+            bytes: 0,
+            committed: 0,
+            committed_bytes: 0,
+            budget,
+        }
+    }
+
     fn first_index(&self) -> Option<u64> {
         self.entries.front().map(|e| e.log_id.index)
     }
@@ -79,13 +131,25 @@ impl TailCache {
     }
 
     fn count_committed(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if self.committed_bytes == 0 {
+            self.budget.holders.fetch_add(1, Ordering::Relaxed);
+        }
         self.committed_bytes += n;
-        COMMITTED_TOTAL.fetch_add(n, Ordering::Relaxed);
+        self.budget.held.fetch_add(n, Ordering::Relaxed);
     }
 
     fn uncount_committed(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
         self.committed_bytes -= n;
-        COMMITTED_TOTAL.fetch_sub(n, Ordering::Relaxed);
+        self.budget.held.fetch_sub(n, Ordering::Relaxed);
+        if self.committed_bytes == 0 {
+            self.budget.holders.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Entries just appended to the log (contiguous with what is held, or the run
@@ -138,7 +202,8 @@ impl TailCache {
             self.committed += 1;
             self.count_committed(n);
         }
-        while self.committed > 0 && (self.committed_bytes > keep || committed_over_budget()) {
+        let keep = self.budget.allowance(keep);
+        while self.committed > 0 && self.committed_bytes > keep {
             self.pop_front();
         }
     }
@@ -251,5 +316,33 @@ mod tests {
         c.committed_upto(11, 0);
         assert_eq!(c.get(12, 13).map(|v| indices(&v)), Some(vec![12]));
         assert_eq!(c.bytes, each);
+    }
+
+    #[test]
+    fn a_short_node_budget_is_shared_fairly() {
+        let each = entry_bytes(&entries(1, 2)[0]);
+        // Room for 8 committed entries on the node; two caches want 10 each.
+        let budget = TailBudget::new(8 * each);
+        let (mut a, mut b) = (TailCache::new(budget.clone()), TailCache::new(budget.clone()));
+        a.push(&entries(1, 11));
+        a.committed_upto(10, 100 * each);
+        // Alone and over budget: a keeps the whole budget (its share is all of it).
+        assert_eq!(budget.held(), 8 * each);
+        assert_eq!(a.get(3, 11).map(|v| v.len()), Some(8));
+        b.push(&entries(1, 11));
+        b.committed_upto(10, 100 * each);
+        // b took its share; once a commits again, it gives back to its own share.
+        assert_eq!(b.get(7, 11).map(|v| v.len()), Some(4));
+        assert_eq!(b.get(6, 11), None);
+        a.push(&entries(11, 12));
+        a.committed_upto(11, 100 * each);
+        assert_eq!(a.get(8, 12).map(|v| v.len()), Some(4));
+        assert_eq!(a.get(7, 12), None);
+        assert_eq!(budget.held(), 8 * each);
+        // A cache that is dropped or cleared gives its bytes back.
+        drop(b);
+        a.clear();
+        assert_eq!(budget.held(), 0);
+        assert_eq!(budget.holders.load(Ordering::Relaxed), 0);
     }
 }
