@@ -4,9 +4,12 @@
 //! commit point, publishes it on the commit watch, and answers the proposer with the
 //! entry's index.
 //!
-//! Applied log id and membership are written to node metadata without a flush after
-//! each applied batch: after a crash they may be older, and openraft re-applies the
-//! committed entries above them, which costs nothing here.
+//! Applied log id and membership are written to node metadata without a flush, at most
+//! every `META_WRITE_INTERVAL` (`log_store.rs`) and at once when the membership
+//! changed: after a crash they may be older, and openraft re-applies the committed
+//! entries above them, which costs nothing here. A snapshot writes them with its own
+//! meta, so that the applied state on disk is never below the log's purge point
+//! (openraft cannot re-apply purged entries).
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +24,7 @@ use crate::codec;
 use crate::detwatch::{DetReceiver, DetSender};
 use crate::error::Error;
 use crate::io::blocking;
-use crate::log_store::{GroupStorage, to_log_index};
+use crate::log_store::{GroupStorage, META_WRITE_INTERVAL, to_log_index};
 use crate::snapshot::{self, ShardSnapshot};
 use crate::types::{RaftLogId, RaftSnapshotMeta, RaftStoredMembership, Reply, TypeConfig};
 
@@ -144,11 +147,21 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardStateMachine {
             }
         };
         let bytes = codec::encode_snapshot_meta(&meta);
+        // The applied state goes with it (it may lag, see the module docs): a purge
+        // up to the snapshot follows, and the applied state must not stay below it.
+        let applied = codec::encode_log_id(meta.last_log_id.as_ref());
+        let membership = codec::encode_stored_membership(&meta.last_membership);
         let storage = self.storage.clone();
+        self.storage.applied_written.mark();
         blocking(move || {
-            storage
-                .meta
-                .group_put(storage.group, GroupKey::Snapshot, &bytes)
+            storage.meta.group_put_all(
+                storage.group,
+                &[
+                    (GroupKey::Snapshot, &bytes),
+                    (GroupKey::Applied, &applied),
+                    (GroupKey::Membership, &membership),
+                ],
+            )
         })
         .await?
         .map_err(|e| Error::from(e).into_io())?;
@@ -172,12 +185,14 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     where
         S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let mut membership_changed = false;
         while let Some((entry, responder)) = entries.try_next().await? {
             {
                 let mut st = self.lock();
                 st.last_applied = Some(entry.log_id);
                 if let EntryPayload::Membership(m) = entry.payload {
                     st.membership = RaftStoredMembership::new(Some(entry.log_id), m);
+                    membership_changed = true;
                 }
             }
             if let Some(r) = responder {
@@ -187,7 +202,13 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             }
         }
         let st = self.lock().clone();
-        self.persist_applied(&st).map_err(Error::into_io)?;
+        let written = &self.storage.applied_written;
+        if membership_changed {
+            written.mark();
+            self.persist_applied(&st).map_err(Error::into_io)?;
+        } else if written.due(META_WRITE_INTERVAL) {
+            self.persist_applied(&st).map_err(Error::into_io)?;
+        }
         self.publish(&st);
         Ok(())
     }

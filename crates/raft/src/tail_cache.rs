@@ -323,7 +323,10 @@ mod tests {
         let each = entry_bytes(&entries(1, 2)[0]);
         // Room for 8 committed entries on the node; two caches want 10 each.
         let budget = TailBudget::new(8 * each);
-        let (mut a, mut b) = (TailCache::new(budget.clone()), TailCache::new(budget.clone()));
+        let (mut a, mut b) = (
+            TailCache::new(budget.clone()),
+            TailCache::new(budget.clone()),
+        );
         a.push(&entries(1, 11));
         a.committed_upto(10, 100 * each);
         // Alone and over budget: a keeps the whole budget (its share is all of it).
