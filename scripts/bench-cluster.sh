@@ -4,14 +4,14 @@
 # disk, then `runnel bench` produce at full and at half load, catch-up consume, and
 # end-to-end, 1 KiB records. Prints every figure; run it on an otherwise idle machine.
 #
-#   ./scripts/bench-cluster.sh            # 200,000 records per phase
+#   ./scripts/bench-cluster.sh            # 500,000 records at full load, 250,000 at half
 #   RECORDS=50000 ./scripts/bench-cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RECORDS=${RECORDS:-200000}
+RECORDS=${RECORDS:-500000}
 SHARDS=${SHARDS:-8}
-PRODUCERS=${PRODUCERS:-4}
+PRODUCERS=${PRODUCERS:-1}
 
 cargo build --release --locked -q -p runnel-cli
 R=target/release/runnel
