@@ -14,6 +14,15 @@ const MS_PER_DAY: u64 = 24 * MS_PER_HOUR;
 
 const DURATION_HELP: &str = "write a number and a unit: 500ms, 90s, 15m, 24h, 7d (or 1h30m)";
 
+/// `subscribe` or `poll`: how a reader gets records.
+pub fn read_mode(s: &str) -> Result<runnel_client::ReadMode, String> {
+    match s {
+        "subscribe" => Ok(runnel_client::ReadMode::Subscribe),
+        "poll" => Ok(runnel_client::ReadMode::Poll),
+        other => Err(format!("{other:?} is not a read mode: use subscribe or poll")),
+    }
+}
+
 /// `90s`, `15m`, `24h`, `7d`, `500ms`, or a sum like `1h30m`. A bare number is refused:
 /// "24" could be hours or seconds.
 pub fn duration(s: &str) -> Result<Duration, String> {

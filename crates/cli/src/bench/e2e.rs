@@ -18,6 +18,8 @@ use crate::error::{CliError, Doing};
 pub const HEADER_BYTES: usize = 16;
 /// How long the reader waits for the last records once the producers are done.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// How often the reader looks at the clock and the producers' count while waiting.
+const WAKE_EVERY: Duration = Duration::from_millis(100);
 /// Pause between polls of a caught-up shard (bounds the added latency).
 const POLL_INTERVAL: Duration = Duration::from_millis(2);
 
@@ -56,6 +58,7 @@ pub async fn run(client: &Client, a: &BenchArgs) -> Result<(Phase, Phase), CliEr
     let run = run_id();
     let since_ms = (now_us() / 1_000).saturating_sub(1_000);
     let config = ConsumerConfig {
+        mode: a.read,
         idle_poll_interval: POLL_INTERVAL,
         ..ConsumerConfig::default()
     };
@@ -85,7 +88,13 @@ pub async fn run(client: &Client, a: &BenchArgs) -> Result<(Phase, Phase), CliEr
                 ));
                 break;
             }
-            let batch = match reader.next().await {
+            // Bounded, so that the drain deadline holds: a subscription sends nothing
+            // while its shard is idle, and `next` would wait for ever.
+            let batch = match tokio::time::timeout(WAKE_EVERY, reader.next()).await {
+                Err(_) => continue,
+                Ok(r) => r,
+            };
+            let batch = match batch {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(e) => {

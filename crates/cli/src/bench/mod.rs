@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use runnel_client::{Client, ClientError, CreateStream};
+use runnel_client::{Client, ClientError, CreateStream, ReadMode};
 
 use crate::Ctx;
 use crate::error::{CliError, Doing};
@@ -60,7 +60,9 @@ pub struct BenchArgs {
     #[arg(long, env = "RUNNEL_BENCH_RECORD_SIZE", default_value_t = 1024)]
     pub record_size: usize,
     /// Concurrent producers, each with its own SDK producer (batching and connections).
-    #[arg(long, env = "RUNNEL_BENCH_PRODUCERS", default_value_t = 4)]
+    /// One is how an application uses the SDK (one producer batches for all its tasks);
+    /// more split the same load into more, smaller calls.
+    #[arg(long, env = "RUNNEL_BENCH_PRODUCERS", default_value_t = 1)]
     pub producers: usize,
     /// Records per second over all producers, 0 for as fast as possible. Half of the
     /// full-load rate gives the "half load" latency.
@@ -72,6 +74,11 @@ pub struct BenchArgs {
     /// How long the SDK producer waits to fill a batch (0s for none).
     #[arg(long, env = "RUNNEL_BENCH_LINGER", default_value = "5ms", value_parser = crate::parse::duration)]
     pub linger: Duration,
+    /// e2e: how the reader gets records: `subscribe` (pushed by the shard leaders as
+    /// they commit, the low-latency way) or `poll` (`GetRecords` every 2 ms per
+    /// caught-up shard).
+    #[arg(long, env = "RUNNEL_BENCH_READ", default_value = "subscribe", value_parser = crate::parse::read_mode)]
+    pub read: ReadMode,
 }
 
 /// Records written when neither --records nor --duration is given.
@@ -118,6 +125,13 @@ impl BenchArgs {
             ),
             ("record size", format!("{} bytes", self.record_size)),
             ("producers", self.producers.to_string()),
+            (
+                "read",
+                match self.read {
+                    ReadMode::Subscribe => "subscribe (e2e)".into(),
+                    ReadMode::Poll => "poll (e2e)".into(),
+                },
+            ),
             (
                 "rate",
                 if self.rate == 0 {
@@ -233,7 +247,10 @@ mod tests {
     #[test]
     fn defaults_and_bounds() {
         let a = bench(&[]);
-        assert_eq!((a.record_size, a.producers, a.shards), (1024, 4, 4));
+        assert_eq!((a.record_size, a.producers, a.shards), (1024, 1, 4));
+        assert_eq!(a.read, ReadMode::Subscribe);
+        assert_eq!(bench(&["--read", "poll"]).read, ReadMode::Poll);
+        assert!(Cli::try_parse_from(["runnel", "bench", "e2e", "--read", "push"]).is_err());
         assert_eq!(a.write_records(), Some(DEFAULT_RECORDS));
         assert_eq!(bench(&["--duration", "10s"]).write_records(), None);
         assert_eq!(
