@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::{ChangeMembers, EntryPayload};
+use openraft::{ChangeMembers, EntryPayload, ServerState};
 use runnel_types::{GroupId, LogIndex, NodeId, Record};
 
 use crate::codec;
@@ -78,6 +78,25 @@ impl CommitWatch {
 enum Role {
     Voter,
     Learner,
+}
+
+/// A replica's role, as [`Group::replica_view`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaRole {
+    Leader,
+    Follower,
+    Learner,
+    Candidate,
+    Shutdown,
+}
+
+/// One look at a replica (see [`Group::replica_view`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaView {
+    pub role: ReplicaRole,
+    pub term: u64,
+    /// On a leader: entries the furthest other member is behind the leader's log.
+    pub lag_max: Option<u64>,
 }
 
 /// A group hosted on this node.
@@ -155,9 +174,7 @@ impl Group {
     /// Appends one command as its own entry, bypassing group commit.
     pub async fn propose(&self, command: Command) -> Result<LogIndex, Error> {
         self.wake();
-        let resp = self
-            .raft
-            .client_write(command)
+        let resp = crate::lease::client_write(&self.raft, command)
             .await
             .map_err(|e| write_error(self.id, &e))?;
         Ok(LogIndex(resp.data.index))
@@ -208,6 +225,33 @@ impl Group {
     /// The current leader, as this node knows it.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader.map(NodeId)
+    }
+
+    /// What this replica is right now, for the node's gauges: its role, its term and,
+    /// on a leader, how far the furthest follower or learner is behind.
+    pub fn replica_view(&self) -> ReplicaView {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => ReplicaRole::Leader,
+            ServerState::Follower => ReplicaRole::Follower,
+            ServerState::Learner => ReplicaRole::Learner,
+            ServerState::Candidate => ReplicaRole::Candidate,
+            ServerState::Shutdown => ReplicaRole::Shutdown,
+        };
+        let last = m.last_log_index.unwrap_or(0);
+        let lag_max = m.replication.as_ref().map(|targets| {
+            targets
+                .iter()
+                .filter(|(id, _)| **id != self.node_id.0)
+                .map(|(_, matched)| last.saturating_sub(matched.as_ref().map_or(0, |l| l.index)))
+                .max()
+                .unwrap_or(0)
+        });
+        ReplicaView {
+            role,
+            term: m.current_term,
+            lag_max,
+        }
     }
 
     pub fn is_leader(&self) -> bool {

@@ -26,7 +26,8 @@
 //! - [`pipeline`]: group commit on the leader: concurrent writes gathered into one
 //!   Raft entry.
 //! - [`quiesce`]: idle groups stop ticking on every replica; node-level probes
-//!   (`network/liveness.rs`) stand in for their heartbeats.
+//!   (`network/liveness.rs`) stand in for their heartbeats. `lease`: the first write
+//!   after a quiesced spell renews the leader's lapsed lease instead of failing.
 //! - [`error`]: [`Error`], the one error type.
 //! - `inspect`: white-box views of a group (its segment log) for tests and the
 //!   simulation's checkers.
@@ -41,6 +42,7 @@ pub mod flush;
 pub mod group;
 mod inspect;
 pub mod io;
+mod lease;
 pub mod log_store;
 pub mod network;
 pub mod pipeline;
@@ -54,7 +56,7 @@ pub mod types;
 
 pub use error::Error;
 pub use flush::FsyncObserver;
-pub use group::{CommitWatch, CommittedBatch, Group, ReadBatches};
+pub use group::{CommitWatch, CommittedBatch, Group, ReadBatches, ReplicaRole, ReplicaView};
 pub use network::TransportConfig;
 pub use pipeline::{PipelineConfig, WriteAck};
 pub use quiesce::QuiesceConfig;

@@ -174,7 +174,7 @@ async fn propose(group: GroupId, raft: &Raft, batch: Vec<Pending>) {
         .map_or(0, |d| d.as_millis() as u64);
     let command = crate::codec::records_command(timestamp_ms, &all);
     drop(all);
-    match raft.client_write(command).await {
+    match crate::lease::client_write(raft, command).await {
         Ok(resp) => {
             let index = LogIndex(resp.data.index);
             for (reply, (first_slot, count)) in replies.into_iter().zip(slots) {

@@ -4,7 +4,8 @@
 //! - [`config`]: flags, `RUNNEL_*` variables and the TOML file, resolved into a `Config`.
 //! - [`error`]: [`ServerError`](error::ServerError) and its one conversion to a gRPC status.
 //! - [`iterator`]: shard iterator tokens (self-contained, tagged, expiring).
-//! - [`metrics`]: the Prometheus metrics; [`admin_http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: the Prometheus metrics; [`gauges`]: the task that keeps the gauges and
+//!   the election counter current; [`admin_http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`api`]: the public gRPC services (`runnel.v1`), validation and routing at the edge,
 //!   and the retention task.
 //! - [`telemetry`]: tracing setup.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod gauges;
 pub mod health;
 pub mod iterator;
 pub mod metrics;

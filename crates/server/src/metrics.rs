@@ -101,7 +101,7 @@ impl Metrics {
         );
         r.register(
             "raft_elections",
-            "Elections this node started or won",
+            "Leaderships this node's replicas won (one per group and term; see gauges.rs)",
             m.elections.clone(),
         );
         r.register(

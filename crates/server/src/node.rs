@@ -159,6 +159,10 @@ async fn start_inner(
     tasks.push(tokio::spawn(
         ShardManager::new(registry.clone(), placement.clone()).run(meta_committed),
     ));
+    tasks.push(tokio::spawn(crate::gauges::run(
+        ctx.clone(),
+        config.data_dir.clone(),
+    )));
 
     #[cfg(not(madsim))]
     tasks.push(admin(&config, prom, &registry, &ready).await?);

@@ -1037,6 +1037,69 @@ async fn cluster_calls(c: &Cluster) -> anyhow::Result<()> {
         assert!(fsync.count() >= 1, "node {n} recorded no fsync");
         assert!(fsync.sum() > 0.0, "node {n}: fsyncs took no time at all");
     }
+    // The gauges follow the cluster (gauges.rs): every shard (4 in this test) has one
+    // leader and two followers among the nodes, each leadership was counted as an
+    // election won, the meta leader sees the three nodes up, disks are measured.
+    let metrics = |n: u64| c.nodes[&n].ctx.metrics.clone();
+    let role = |n: u64, role: &'static str| {
+        metrics(n)
+            .shards
+            .get_or_create(&runnel_server::metrics::Role { role })
+            .get()
+    };
+    let counted = |r| (1..=3).map(|n| role(n, r)).sum::<i64>();
+    // Streams here have different replication factors: one follower per other voter.
+    let followers = c.nodes[&1].ctx.placement.read(|st| {
+        st.placed_shards()
+            .map(|(shard, _)| {
+                let voters = shard
+                    .replicas
+                    .iter()
+                    .filter(|r| r.role == runnel_meta::ReplicaRole::Voter)
+                    .count();
+                voters as i64 - 1
+            })
+            .sum::<i64>()
+    });
+    let seen = wait("the gauges count every shard replica", || {
+        counted("leader") == 4 && counted("follower") == followers
+    })
+    .await;
+    seen.with_context(|| {
+        format!(
+            "leaders {}, followers {}, learners {}, candidates {}",
+            counted("leader"),
+            counted("follower"),
+            counted("learner"),
+            counted("candidate")
+        )
+    })?;
+    let elections: u64 = (1..=3).map(|n| metrics(n).elections.get()).sum();
+    assert!(
+        elections >= 5,
+        "4 shard leaderships and the meta one, counted {elections}"
+    );
+    wait("the meta leader exports every node as up", || {
+        (1..=3).any(|n| {
+            (1..=3).all(|id| {
+                metrics(n)
+                    .node_up
+                    .get_or_create(&runnel_server::metrics::NodeLabel {
+                        node: id.to_string(),
+                    })
+                    .get()
+                    == 1
+            })
+        })
+    })
+    .await?;
+    for n in 1..=3 {
+        let m = metrics(n);
+        assert_eq!(m.under_replicated.get(), 0, "node {n}");
+        assert_eq!(m.leaderless.get(), 0, "node {n}");
+        assert!(m.disk_free.get() > 0, "node {n} measured no free disk");
+        assert!(m.disk_used.get() > 0, "node {n} measured no used disk");
+    }
     let mut cl = c.cluster(2).await?;
     let st = cl
         .cluster_status(pb::ClusterStatusRequest {})

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use runnel_raft::{Error, Registry, WriteAck};
+use runnel_raft::{Error, RaftTimings, Registry, WriteAck};
 use runnel_types::{GroupId, LogIndex, NodeId, Record};
 
 /// How long any wait may take before the test fails (a hang guard, not a threshold).
@@ -526,8 +526,24 @@ pub async fn idle_groups_quiesce_and_fail_over(
         all_quiesced(c, &nodes, groups).then_some(())
     })
     .await?;
+    // A quiesced leader sends no heartbeats, so its lease (an election timeout) lapses;
+    // the first write after that must still succeed at once on the leader, not be
+    // refused as "not the leader" with no leader named (lease.rs).
+    c.sleep(Duration::from_millis(
+        RaftTimings::default().election_timeout_ms_max * 2,
+    ))
+    .await;
     for g in groups {
-        let ack = write(c, &nodes, *g, records("quiesced", 2)).await?;
+        let leader = leader_of(c, &nodes, *g).await?;
+        let group = c
+            .registry(leader)
+            .ok_or_else(|| anyhow::anyhow!("node {leader} is not running"))?
+            .group(*g)?;
+        assert!(group.is_quiesced(), "group {g} woke before the write");
+        let ack = group
+            .write(records("quiesced", 2))
+            .await
+            .map_err(|e| anyhow::anyhow!("first write to quiesced group {g} on its leader: {e}"))?;
         acks.entry(*g).or_default().push(ack);
     }
     with_patience(c, "every replica to quiesce again", async || {

@@ -112,7 +112,7 @@ fn known_node(ctx: &NodeContext, node: NodeId) -> Result<(), ServerError> {
 }
 
 /// The voters of the meta group as this node's replica of it knows them.
-fn meta_voters(ctx: &NodeContext) -> BTreeSet<NodeId> {
+pub(crate) fn meta_voters(ctx: &NodeContext) -> BTreeSet<NodeId> {
     match ctx.registry.group(GroupId::META) {
         Ok(g) => g
             .raft()
