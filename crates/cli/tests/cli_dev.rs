@@ -159,6 +159,27 @@ async fn cli_commands_against_a_three_node_cluster() {
         let nodes: Value = serde_json::from_str(&nodes).expect("json");
         assert_eq!(nodes.as_array().map(Vec::len), Some(3));
 
+        // The benchmarks count every record they were asked for, with latencies: a
+        // small --in-flight makes the producer wait for room, --rate for its send times.
+        for (cmd, stream, extra) in [
+            ("produce", "b1", &["--in-flight", "7", "--rate", "2000"][..]),
+            ("e2e", "b2", &[][..]),
+        ] {
+            let args = [
+                "bench", cmd, "--stream", stream, "--shards", "2", "--records", "600",
+                "--record-size", "100", "-o", "json",
+            ];
+            let out = runnel(ep, &[&args[..], extra].concat())
+                .await
+                .unwrap_or_else(|e| panic!("bench {cmd}: {e}"));
+            let v: Value = serde_json::from_str(&out).expect("bench json");
+            for phase in v["phases"].as_array().expect("phases") {
+                assert_eq!(phase["records"], 600, "bench {cmd}: {phase}");
+                assert_eq!(phase["errors"], 0, "bench {cmd}: {phase}");
+                assert!(phase["latency_ms"]["p50"].as_f64() > Some(0.0), "{phase}");
+            }
+        }
+
         runnel(ep, &["stream", "delete", "t1"])
             .await
             .expect("delete");

@@ -1,11 +1,18 @@
 //! `bench produce`: `--producers` tasks, each with its own SDK producer, write records
 //! of `--record-size` bytes under random keys until `--records` or `--duration`, paced
-//! at `--rate` when given. The acknowledgement of each record is awaited on a task of
-//! its own, so that the measured latency ends when the ack arrives, not when this loop
-//! gets round to looking.
+//! at `--rate` when given. Each producer task awaits its records' acknowledgements
+//! itself (a [`Timed`] future per record in one `FuturesUnordered`), and settles them
+//! whenever it would otherwise wait (for the next send time, for room under
+//! `--in-flight`, for the SDK's buffer), so that the measured latency ends when the ack
+//! arrives. It used to spawn a task per record for that: half of this process's CPU
+//! went to spawning, scheduling and joining them, taken from the nodes it measures on
+//! a small machine.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,8 +20,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use runnel_client::{Client, ClientError, ProducerConfig, Record};
-use tokio::task::JoinHandle;
+use runnel_client::{Client, ClientError, ProducerConfig, PutHandle, Record};
 
 use super::stats::{Phase, histogram};
 use super::{BenchArgs, progress};
@@ -53,9 +59,25 @@ struct Tally {
     latency_us: Histogram<u64>,
 }
 
-/// An acknowledgement and its latency, from the task that awaited it.
+/// An acknowledgement and its latency.
 type Acked = (Result<(), ClientError>, Duration);
-type Ack = JoinHandle<Acked>;
+
+/// A record's acknowledgement, timed from `sent` to the poll that sees it.
+struct Timed {
+    handle: PutHandle,
+    sent: Instant,
+}
+
+impl Future for Timed {
+    type Output = Acked;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Acked> {
+        let sent = self.sent;
+        Pin::new(&mut self.handle)
+            .poll(cx)
+            .map(|r| (r.map(drop), sent.elapsed()))
+    }
+}
 
 /// Runs the producers. With `stamp` (the e2e run id), each payload starts with the
 /// header of [`super::e2e::payload`].
@@ -132,15 +154,25 @@ async fn producer_task(
         first_error: None,
         latency_us: histogram(),
     };
-    let mut acks: FuturesUnordered<Ack> = FuturesUnordered::new();
+    let mut acks: FuturesUnordered<Timed> = FuturesUnordered::new();
     let mut sent: u64 = 0;
     while shared.claim() {
-        if rate > 0.0 {
-            let due = started + Duration::from_secs_f64(sent as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        while acks.len() >= a.in_flight {
-            settle(acks.next().await, &mut tally, &shared.bar, a.record_size);
+        // Wait for this record's send time (paced runs) and for room under --in-flight,
+        // settling acknowledgements meanwhile.
+        let due = (rate > 0.0).then(|| started + Duration::from_secs_f64(sent as f64 / rate));
+        loop {
+            let room = acks.len() < a.in_flight;
+            let time = due.is_none_or(|d| Instant::now() >= d);
+            if room && time {
+                break;
+            }
+            let until = due.unwrap_or_else(Instant::now);
+            tokio::select! {
+                done = acks.next(), if !acks.is_empty() => {
+                    settle(done, &mut tally, &shared.bar, a.record_size);
+                }
+                _ = tokio::time::sleep_until(until.into()), if room => {}
+            }
         }
         let data = match shared.stamp {
             Some(run) => super::e2e::payload(run, &filler),
@@ -148,11 +180,19 @@ async fn producer_task(
         };
         let record = Record::new(keys.key(), data);
         let t0 = Instant::now();
-        match producer.enqueue(record).await {
-            Ok(h) => acks.push(tokio::spawn(async move {
-                let r = h.await.map(|_| ());
-                (r, t0.elapsed())
-            })),
+        // The SDK's buffer may be full: settle acknowledgements while it makes room.
+        let enqueue = producer.enqueue(record);
+        tokio::pin!(enqueue);
+        let queued = loop {
+            tokio::select! {
+                r = &mut enqueue => break r,
+                done = acks.next(), if !acks.is_empty() => {
+                    settle(done, &mut tally, &shared.bar, a.record_size);
+                }
+            }
+        };
+        match queued {
+            Ok(handle) => acks.push(Timed { handle, sent: t0 }),
             Err(e) => note_error(&mut tally, e.to_string()),
         }
         sent += 1;
@@ -164,14 +204,9 @@ async fn producer_task(
     tally
 }
 
-fn settle(
-    done: Option<Result<Acked, tokio::task::JoinError>>,
-    tally: &mut Tally,
-    bar: &ProgressBar,
-    record_size: usize,
-) {
+fn settle(done: Option<Acked>, tally: &mut Tally, bar: &ProgressBar, record_size: usize) {
     match done {
-        Some(Ok((Ok(()), latency))) => {
+        Some((Ok(()), latency)) => {
             tally.records += 1;
             tally.bytes += record_size as u64;
             tally
@@ -179,8 +214,7 @@ fn settle(
                 .saturating_record(latency.as_micros().max(1) as u64);
             bar.inc(1);
         }
-        Some(Ok((Err(e), _))) => note_error(tally, e.to_string()),
-        Some(Err(e)) => note_error(tally, e.to_string()),
+        Some((Err(e), _)) => note_error(tally, e.to_string()),
         None => {}
     }
 }
