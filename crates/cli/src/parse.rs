@@ -19,7 +19,9 @@ pub fn read_mode(s: &str) -> Result<runnel_client::ReadMode, String> {
     match s {
         "subscribe" => Ok(runnel_client::ReadMode::Subscribe),
         "poll" => Ok(runnel_client::ReadMode::Poll),
-        other => Err(format!("{other:?} is not a read mode: use subscribe or poll")),
+        other => Err(format!(
+            "{other:?} is not a read mode: use subscribe or poll"
+        )),
     }
 }
 

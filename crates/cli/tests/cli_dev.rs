@@ -166,8 +166,18 @@ async fn cli_commands_against_a_three_node_cluster() {
             ("e2e", "b2", &[][..]),
         ] {
             let args = [
-                "bench", cmd, "--stream", stream, "--shards", "2", "--records", "600",
-                "--record-size", "100", "-o", "json",
+                "bench",
+                cmd,
+                "--stream",
+                stream,
+                "--shards",
+                "2",
+                "--records",
+                "600",
+                "--record-size",
+                "100",
+                "-o",
+                "json",
             ];
             let out = runnel(ep, &[&args[..], extra].concat())
                 .await

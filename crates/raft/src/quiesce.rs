@@ -245,17 +245,38 @@ mod tests {
         let alive = |_| false;
         let dead = |_| true;
         let f = facts(ServerState::Follower, 5, 5, 1);
-        assert_eq!(decide(&f, &mut seen, false, 2, t0, &cfg, alive), Step::Nothing);
-        assert_eq!(decide(&f, &mut seen, false, 2, later, &cfg, alive), Step::Quiesce);
+        assert_eq!(
+            decide(&f, &mut seen, false, 2, t0, &cfg, alive),
+            Step::Nothing
+        );
+        assert_eq!(
+            decide(&f, &mut seen, false, 2, later, &cfg, alive),
+            Step::Quiesce
+        );
         // Not while the leader's node is silent, nor with entries not yet applied.
-        assert_eq!(decide(&f, &mut seen, false, 2, later, &cfg, dead), Step::Nothing);
+        assert_eq!(
+            decide(&f, &mut seen, false, 2, later, &cfg, dead),
+            Step::Nothing
+        );
         let behind = facts(ServerState::Follower, 5, 4, 1);
-        assert_eq!(decide(&behind, &mut seen, false, 2, later, &cfg, alive), Step::Nothing);
+        assert_eq!(
+            decide(&behind, &mut seen, false, 2, later, &cfg, alive),
+            Step::Nothing
+        );
         // Quiesced: a silent leader node wakes it; so does a new entry.
-        assert_eq!(decide(&f, &mut seen, true, 2, later, &cfg, alive), Step::Nothing);
-        assert_eq!(decide(&f, &mut seen, true, 2, later, &cfg, dead), Step::Wake);
+        assert_eq!(
+            decide(&f, &mut seen, true, 2, later, &cfg, alive),
+            Step::Nothing
+        );
+        assert_eq!(
+            decide(&f, &mut seen, true, 2, later, &cfg, dead),
+            Step::Wake
+        );
         let grown = facts(ServerState::Follower, 6, 6, 1);
-        assert_eq!(decide(&grown, &mut seen, true, 2, later, &cfg, alive), Step::Wake);
+        assert_eq!(
+            decide(&grown, &mut seen, true, 2, later, &cfg, alive),
+            Step::Wake
+        );
         // A leader waits until every replica has matched.
         let mut seen = Seen {
             last_log: Some(5),
@@ -263,10 +284,19 @@ mod tests {
         };
         let mut l = facts(ServerState::Leader, 5, 5, 1);
         l.all_matched = false;
-        assert_eq!(decide(&l, &mut seen, false, 1, later, &cfg, alive), Step::Nothing);
+        assert_eq!(
+            decide(&l, &mut seen, false, 1, later, &cfg, alive),
+            Step::Nothing
+        );
         l.all_matched = true;
-        assert_eq!(decide(&l, &mut seen, false, 1, later, &cfg, alive), Step::Quiesce);
+        assert_eq!(
+            decide(&l, &mut seen, false, 1, later, &cfg, alive),
+            Step::Quiesce
+        );
         // A quiesced leader never wakes itself for liveness.
-        assert_eq!(decide(&l, &mut seen, true, 1, later, &cfg, dead), Step::Nothing);
+        assert_eq!(
+            decide(&l, &mut seen, true, 1, later, &cfg, dead),
+            Step::Nothing
+        );
     }
 }

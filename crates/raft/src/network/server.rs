@@ -116,7 +116,9 @@ impl RaftTransport for TransportService {
         if self.hosted.is_stopped() {
             // What a liveness probe (an empty batch) must see from a node whose
             // registry has shut down, even over a connection that outlived it.
-            return Err(Status::unavailable("the node's Raft registry has shut down"));
+            return Err(Status::unavailable(
+                "the node's Raft registry has shut down",
+            ));
         }
         let n = requests.len();
         let started = std::time::Instant::now();
@@ -206,8 +208,7 @@ impl RaftTransport for TransportService {
                         "only entries follow a snapshot header",
                     ));
                 };
-                let entries: Vec<_> =
-                    e.entries.into_iter().map(wire::log_entry_from_pb).collect();
+                let entries: Vec<_> = e.entries.into_iter().map(wire::log_entry_from_pb).collect();
                 received += entries.len();
                 let s = staging.clone();
                 blocking_io(move || s.append(&entries)).await?;
