@@ -46,6 +46,13 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Seed of the jitter RNG; `None` seeds from the clock. Set it for reproducible runs.
     pub jitter_seed: Option<u64>,
+    /// How often an HTTP/2 ping goes to a node while a call or subscription to it is
+    /// open. A node that dies without closing the connection (power loss, a cut link)
+    /// sends nothing; without pings a subscription would wait on it forever.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection counts as dead: its
+    /// calls fail as transport errors and subscriptions resubscribe.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -56,6 +63,8 @@ impl Default for ClientConfig {
             retry_deadline: Duration::from_secs(30),
             backoff: Backoff::default(),
             jitter_seed: None,
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -107,6 +116,12 @@ impl Client {
                 "at least one endpoint (host:port) is needed".into(),
             ));
         }
+        if config.keepalive_interval.is_zero() || config.keepalive_timeout.is_zero() {
+            return Err(ClientError::Config(format!(
+                "keepalive_interval ({:?}) and keepalive_timeout ({:?}) must be above zero",
+                config.keepalive_interval, config.keepalive_timeout
+            )));
+        }
         for e in &endpoints {
             Endpoint::from_shared(format!("http://{e}")).map_err(|err| {
                 ClientError::Config(format!("endpoint {e:?} is not host:port: {err}"))
@@ -145,7 +160,9 @@ impl Client {
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| ClientError::Protocol(format!("bad node address {address:?}: {e}")))?
-            .connect_timeout(self.inner.config.connect_timeout);
+            .connect_timeout(self.inner.config.connect_timeout)
+            .http2_keep_alive_interval(self.inner.config.keepalive_interval)
+            .keep_alive_timeout(self.inner.config.keepalive_timeout);
         let channel = endpoint.connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)

@@ -1,7 +1,8 @@
 //! The SDK against a scripted fake cluster (see `fake/`): redirects to a hinted leader,
 //! per-record retries of only what failed, map refreshes on a closed shard, back-pressure,
-//! iterator expiry and broken subscriptions resumed after the last record, closed
-//! parents read before their children, and consumer-group leases. No assertion is on
+//! iterator expiry and broken subscriptions resumed after the last record (also when the
+//! link goes silently dead: HTTP/2 keepalive), closed parents read before their
+//! children, and consumer-group leases. No assertion is on
 //! timing; each test has a generous overall bound so that a bug fails instead of hanging.
 
 mod fake;
@@ -421,4 +422,132 @@ async fn admin_answers_are_typed() {
         assert!(!err.is_retryable(), "{err}");
     })
     .await;
+}
+
+/// A TCP proxy in front of one address whose connections can be frozen: they stay open
+/// but carry nothing more, which is how a powered-off host or a cut link looks from the
+/// other end (no FIN, no RST). Connections made after a freeze pass normally.
+#[cfg(not(madsim))]
+struct FreezingProxy {
+    addr: String,
+    freezes: tokio::sync::watch::Sender<u64>,
+}
+
+#[cfg(not(madsim))]
+impl FreezingProxy {
+    async fn start(upstream: &str) -> FreezingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("bound address").to_string();
+        let (freezes, rx) = tokio::sync::watch::channel(0u64);
+        let upstream = upstream.to_string();
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let born = *rx.borrow();
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                tokio::spawn(Self::pump(dr, uw, rx.clone(), born));
+                tokio::spawn(Self::pump(ur, dw, rx.clone(), born));
+            }
+        });
+        FreezingProxy { addr, freezes }
+    }
+
+    /// Copies until the connection is frozen, then holds both ends open forever.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut freezes: tokio::sync::watch::Receiver<u64>,
+        born: u64,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if *freezes.borrow() > born {
+                break;
+            }
+            tokio::select! {
+                n = from.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if *freezes.borrow() > born || to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                _ = freezes.changed() => {}
+            }
+        }
+        std::future::pending::<()>().await;
+        drop((from, to));
+    }
+
+    /// Freezes every connection open now.
+    fn freeze(&self) {
+        self.freezes.send_modify(|n| *n += 1);
+    }
+}
+
+#[cfg(not(madsim))]
+#[tokio::test]
+async fn a_subscription_over_a_dead_link_is_noticed_and_resumed() {
+    let mut world = World::new(one_shard(0));
+    world.page = 1;
+    let first = world.seed(&shard_name(1), "k0", "x");
+    let (world, addrs) = fake::start(world, 1).await;
+    let proxy = FreezingProxy::start(&addrs[0]).await;
+    // Everything, the shard's leader included, is reached through the proxy.
+    lock(&world).addrs = vec![proxy.addr.clone()];
+    let w = world.clone();
+    let got = within(async move {
+        let config = ClientConfig {
+            jitter_seed: Some(7),
+            keepalive_interval: Duration::from_millis(300),
+            keepalive_timeout: Duration::from_millis(300),
+            ..ClientConfig::default()
+        };
+        let client = Client::new([proxy.addr.clone()], config).expect("valid endpoint");
+        let config = ConsumerConfig {
+            mode: ReadMode::Subscribe,
+            ..ConsumerConfig::default()
+        };
+        let mut reader = client
+            .consumer("s", config)
+            .read_shard(&shard_name(1), StartPosition::TrimHorizon);
+        let mut got = Vec::new();
+        let batch = reader.next().await.expect("read").expect("open shard");
+        got.extend(batch.records.iter().map(|r| r.sequence_number));
+        // The subscription is now idle on a link that goes dead; a record arrives that
+        // only a new subscription (over a new connection) can deliver.
+        proxy.freeze();
+        let second = lock(&w).seed(&shard_name(1), "k1", "y");
+        let batch = reader.next().await.expect("read").expect("open shard");
+        got.extend(batch.records.iter().map(|r| r.sequence_number));
+        (got, second)
+    })
+    .await;
+    let (got, second) = got;
+    assert_eq!(got, vec![first, second]);
+    let w = lock(&world);
+    assert_eq!(w.subscribe_requests.len(), 2);
+    assert_eq!(
+        w.subscribe_requests[1].starting_sequence_number,
+        first.to_string()
+    );
+}
+
+#[test]
+fn keepalive_of_zero_is_refused() {
+    let config = ClientConfig {
+        keepalive_timeout: Duration::ZERO,
+        ..ClientConfig::default()
+    };
+    let err = Client::new(["127.0.0.1:7100"], config)
+        .err()
+        .expect("a zero keepalive is refused");
+    assert!(err.to_string().contains("keepalive"), "{err}");
 }

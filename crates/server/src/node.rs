@@ -33,6 +33,12 @@ use crate::placement::{Placement, PlacementConfig, applier, leader};
 use crate::shard_manager::ShardManager;
 
 /// The whole shutdown, at most.
+
+/// How often the gRPC server pings a client connection (see `serve`).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a ping may go unanswered before the server drops the connection.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Of which handing off leaderships may take at most.
 pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
@@ -196,6 +202,11 @@ fn serve(
 > {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
+        // Pings on open connections, so that a client that vanished without closing
+        // its connection (power loss, cut link) frees its subscription slot and task
+        // within KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT instead of never.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(crate::health::HealthServer::new(
             crate::health::HealthService::new(stopping.clone()).with_readiness(ready.clone()),
         ))
