@@ -112,7 +112,13 @@ struct Subscription {
 /// What one step of a subscription decided.
 enum Step {
     Continue,
-    Park,
+    /// Wait for the commit point to pass the position; `stalled`: a read at the
+    /// position made no progress although it may be committed, so wait for an entry
+    /// committed after now instead (the commit point alone would wake it at once and
+    /// the task would spin).
+    Park {
+        stalled: bool,
+    },
     Stop,
 }
 
@@ -128,8 +134,11 @@ impl Subscription {
             match step {
                 Step::Continue => {}
                 Step::Stop => return,
-                Step::Park => {
-                    let next = self.position.log_index();
+                Step::Park { stalled } => {
+                    let mut next = self.position.log_index();
+                    if stalled {
+                        next = next.max(self.group.committed().next());
+                    }
                     let wait = tokio::time::timeout(PARK_CHECK, watch.wait_for(next));
                     tokio::select! {
                         biased;
@@ -257,8 +266,10 @@ impl Subscription {
         }
         // Park when caught up, and also when no progress was possible (nothing to
         // read at the position yet), so that a subscription never spins.
-        Ok(if page.caught_up || self.position == before {
-            Step::Park
+        Ok(if page.caught_up {
+            Step::Park { stalled: false }
+        } else if self.position == before {
+            Step::Park { stalled: true }
         } else {
             Step::Continue
         })
